@@ -1,0 +1,79 @@
+//! The protocol crate's one error type. Each variant says what went wrong with the bytes and, in
+//! its doc, what a caller should do about it.
+
+/// What can go wrong while decoding frames and messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A frame header declared a payload larger than the decoder's maximum. Checked before any
+    /// allocation. The stream cannot be resynchronised: close the connection.
+    #[error(
+        "a frame declares {declared} bytes, above the limit of {max} bytes (is the peer an audiowire sender of the same version?)"
+    )]
+    FrameTooLong {
+        /// The length the header declared.
+        declared: u64,
+        /// The decoder's maximum.
+        max: u64,
+    },
+    /// The envelope's version byte is not one this build speaks. Close the connection, and
+    /// upgrade whichever side is older.
+    #[error("unsupported envelope version {0} (this build speaks version {v})", v = crate::message::ENVELOPE_VERSION)]
+    UnknownVersion(u8),
+    /// The message type tag is unknown. Close the connection, or skip the frame if the peer is
+    /// known to be newer.
+    #[error("unknown message type 0x{0:02x}")]
+    UnknownType(u8),
+    /// The payload ended before the message was complete. The frame is corrupt: close.
+    #[error("{message} message truncated: {needed} more bytes needed for {field}")]
+    Truncated {
+        /// Which message was being decoded.
+        message: &'static str,
+        /// Which field did not fit.
+        field: &'static str,
+        /// How many more bytes it needed.
+        needed: usize,
+    },
+    /// The payload had bytes left over after a complete message. The frame is corrupt: close.
+    #[error("{message} message has {extra} unexpected trailing bytes")]
+    TrailingBytes {
+        /// Which message was decoded.
+        message: &'static str,
+        /// How many bytes were left over.
+        extra: usize,
+    },
+    /// A text field is not valid UTF-8.
+    #[error("{message} message: field {field} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// Which message was being decoded.
+        message: &'static str,
+        /// Which field.
+        field: &'static str,
+    },
+    /// A field holds a value outside what the protocol allows (0 channels, 0 Hz, an unknown
+    /// sample format code). The peer is broken or hostile: close.
+    #[error("{message} message: invalid {field} {value} ({reason})")]
+    InvalidValue {
+        /// Which message was being decoded.
+        message: &'static str,
+        /// Which field.
+        field: &'static str,
+        /// The value found.
+        value: u64,
+        /// What the field must hold instead.
+        reason: &'static str,
+    },
+    /// A value is too large to encode (a string over 65535 bytes).
+    #[error("{field} is {len} bytes, too long to encode (at most {max})")]
+    TooLongToEncode {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+}
+
+/// The protocol crate's `Result`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

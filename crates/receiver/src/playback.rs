@@ -1,0 +1,149 @@
+//! The playback core: what runs inside the audio callback, and the clocked null output.
+//!
+//! [`render`] is the whole audio callback: pop what the ring holds, fill the rest with silence,
+//! and count an underrun in an atomic when the ring ran dry mid-stream. No locks, allocation,
+//! logging or blocking. The cpal device and [`NullClock`] (a real-time clock with no sound card,
+//! for `--out` alone) both call it, so they count underruns the same way.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringbuf::HeapCons;
+use ringbuf::traits::Consumer;
+
+/// State shared between the feeding thread and the output, all atomics.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Set by the feeder once the buffer reached the target latency: playback may begin.
+    pub started: AtomicBool,
+    /// Set by the feeder once the last sample is in the ring: running dry is then the end, not
+    /// an underrun.
+    pub ended: AtomicBool,
+    /// Callbacks that found the ring short mid-stream.
+    pub underruns: AtomicU64,
+    /// Samples replaced by silence in those callbacks.
+    pub missing_samples: AtomicU64,
+    /// Samples taken from the ring and played.
+    pub played_samples: AtomicU64,
+    /// The device's last reported delay from callback to playback, in ns.
+    pub device_delay_ns: AtomicU64,
+    /// Errors the device reported (xruns and the like).
+    pub device_errors: AtomicU64,
+}
+
+impl Shared {
+    /// A fresh state behind an `Arc`.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+}
+
+/// Fills `out` from the ring and pads with silence. Real-time safe.
+pub fn render(cons: &mut HeapCons<f32>, out: &mut [f32], shared: &Shared) {
+    if !shared.started.load(Ordering::Acquire) {
+        out.fill(0.0);
+        return;
+    }
+    let n = cons.pop_slice(out);
+    shared.played_samples.fetch_add(n as u64, Ordering::Relaxed);
+    if n < out.len() {
+        out[n..].fill(0.0);
+        if !shared.ended.load(Ordering::Acquire) {
+            shared.underruns.fetch_add(1, Ordering::Relaxed);
+            shared
+                .missing_samples
+                .fetch_add((out.len() - n) as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A real-time clock that consumes the ring as a sound card would, for when there is no device
+/// (`--out` alone): one period every `period`, on absolute deadlines.
+#[derive(Debug)]
+pub struct NullClock {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl NullClock {
+    /// Starts consuming `samples_per_period` samples every `period`.
+    pub fn start(
+        mut cons: HeapCons<f32>,
+        shared: Arc<Shared>,
+        samples_per_period: usize,
+        period: Duration,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let thread = thread::Builder::new()
+            .name("null output".into())
+            .spawn(move || {
+                let mut buf = vec![0.0f32; samples_per_period.max(1)];
+                let start = Instant::now();
+                let mut k: u32 = 0;
+                while !stop2.load(Ordering::Relaxed) {
+                    render(&mut cons, &mut buf, &shared);
+                    k = k.wrapping_add(1);
+                    let due = start + period * k;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        thread::sleep(wait);
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for NullClock {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringbuf::HeapRb;
+    use ringbuf::traits::{Producer, Split};
+
+    #[test]
+    fn silence_until_started_then_samples_then_counted_underrun() {
+        let (mut prod, mut cons) = HeapRb::<f32>::new(16).split();
+        let shared = Shared::new();
+        prod.push_slice(&[1.0, 2.0, 3.0]);
+        let mut out = [9.0f32; 2];
+        render(&mut cons, &mut out, &shared);
+        assert_eq!(out, [0.0, 0.0]);
+        assert_eq!(shared.underruns.load(Ordering::Relaxed), 0);
+
+        shared.started.store(true, Ordering::Release);
+        render(&mut cons, &mut out, &shared);
+        assert_eq!(out, [1.0, 2.0]);
+        render(&mut cons, &mut out, &shared);
+        assert_eq!(out, [3.0, 0.0]);
+        assert_eq!(shared.underruns.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.missing_samples.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.played_samples.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn running_dry_after_the_end_is_not_an_underrun() {
+        let (mut prod, mut cons) = HeapRb::<f32>::new(16).split();
+        let shared = Shared::new();
+        prod.push_slice(&[0.5]);
+        shared.started.store(true, Ordering::Release);
+        shared.ended.store(true, Ordering::Release);
+        let mut out = [1.0f32; 4];
+        render(&mut cons, &mut out, &shared);
+        assert_eq!(out, [0.5, 0.0, 0.0, 0.0]);
+        assert_eq!(shared.underruns.load(Ordering::Relaxed), 0);
+    }
+}

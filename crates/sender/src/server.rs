@@ -1,0 +1,376 @@
+//! The TCP server: one listening socket, one thread per player.
+//!
+//! Each player gets its own reader of the file, from the start, and its own pacer, so a slow or
+//! dead player never stalls the others: its writes time out and it alone is dropped. A shutdown
+//! flag (set by Ctrl-C in the binary) ends every stream with an `End` message.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use audiowire_protocol::message::{ErrorCode, option};
+use audiowire_protocol::{
+    Audio, Codec, DEFAULT_MAX_FRAME_LEN, FrameDecoder, Message, PROTOCOL_VERSION, StreamInfo,
+};
+use socket2::{Domain, Socket, Type};
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::pacing::Pacer;
+use crate::source::WavSource;
+
+/// Largest control message (a `Hello`) a player may send.
+const MAX_CONTROL_FRAME: u64 = 64 * 1024;
+/// Longest a pacing sleep lasts before the shutdown flag is checked again.
+const SLEEP_SLICE: Duration = Duration::from_millis(50);
+
+/// What to serve and how.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The WAV file to stream.
+    pub path: PathBuf,
+    /// Duration of one `Audio` frame in milliseconds.
+    pub frame_ms: f64,
+    /// Start again at the end of the file instead of ending the stream.
+    pub looping: bool,
+    /// Pre-roll for players that do not ask for one.
+    pub default_preroll: Duration,
+    /// The most pre-roll a player may ask for.
+    pub max_preroll: Duration,
+    /// How long a write to a player may block before the player is dropped.
+    pub write_timeout: Duration,
+    /// How long a new connection has to send its `Hello`.
+    pub handshake_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for `path`: 10 ms frames, 50 ms pre-roll, players dropped after 2 s stalled.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            frame_ms: 10.0,
+            looping: false,
+            default_preroll: Duration::from_millis(50),
+            max_preroll: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A bound sender, ready to [`Server::run`].
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    info: StreamInfo,
+}
+
+/// Sample frames per `Audio` message for `frame_ms` at `rate`, checked against the protocol.
+pub fn samples_per_frame(frame_ms: f64, rate: u32, bytes_per_frame: usize) -> Result<u32> {
+    let bad = |reason: String| Error::FrameSize { frame_ms, reason };
+    if !(0.1..=1000.0).contains(&frame_ms) {
+        return Err(bad("out of range".into()));
+    }
+    let spf = (f64::from(rate) * frame_ms / 1000.0).round().max(1.0) as u64;
+    let bytes = spf * bytes_per_frame as u64 + audiowire_protocol::message::AUDIO_HEADER_LEN as u64;
+    if spf > u64::from(audiowire_protocol::message::MAX_SAMPLES_PER_FRAME)
+        || bytes > DEFAULT_MAX_FRAME_LEN
+    {
+        return Err(bad(format!(
+            "{spf} samples ({bytes} bytes), more than one message may carry"
+        )));
+    }
+    Ok(spf as u32)
+}
+
+fn bind(addr: &str) -> Result<TcpListener> {
+    let err = |error| Error::Listen {
+        addr: addr.to_string(),
+        error,
+    };
+    let sa = addr
+        .to_socket_addrs()
+        .map_err(err)?
+        .next()
+        .ok_or_else(|| err(std::io::Error::new(ErrorKind::NotFound, "no such address")))?;
+    let socket = Socket::new(Domain::for_address(sa), Type::STREAM, None).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    if sa.is_ipv6() {
+        // [::] serves IPv4 players too, where the system allows it.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&sa.into()).map_err(err)?;
+    socket.listen(128).map_err(err)?;
+    let listener: TcpListener = socket.into();
+    listener.set_nonblocking(true).map_err(err)?;
+    Ok(listener)
+}
+
+impl Server {
+    /// Checks the file and binds `addr` (`HOST:PORT`; port 0 picks a free one).
+    pub fn bind(addr: &str, config: ServerConfig) -> Result<Self> {
+        let source = WavSource::open(&config.path)?;
+        let mut info = StreamInfo {
+            sample_rate: source.sample_rate(),
+            channels: source.channels(),
+            format: source.format(),
+            codec: Codec::Pcm,
+            samples_per_frame: 1,
+            total_frames: (!config.looping).then_some(source.total_frames()),
+        };
+        info.samples_per_frame =
+            samples_per_frame(config.frame_ms, info.sample_rate, info.bytes_per_frame())?;
+        info.validate().map_err(|e| Error::Unsupported {
+            path: config.path.clone(),
+            reason: e.to_string(),
+        })?;
+        let listener = bind(addr)?;
+        Ok(Self {
+            listener,
+            config: Arc::new(config),
+            info,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// What every player is told in `StreamInfo`.
+    pub fn stream_info(&self) -> StreamInfo {
+        self.info
+    }
+
+    /// Accepts players until `shutdown` is set, then ends every stream and returns.
+    pub fn run(&self, shutdown: &Arc<AtomicBool>) -> Result<()> {
+        let active = Arc::new(AtomicUsize::new(0));
+        let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
+        while !shutdown.load(Ordering::Relaxed) {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    let config = Arc::clone(&self.config);
+                    let info = self.info;
+                    let shutdown = Arc::clone(shutdown);
+                    let n = active.fetch_add(1, Ordering::Relaxed) + 1;
+                    let player_active = Arc::clone(&active);
+                    info!("player {peer} connected ({n} connected)");
+                    let spawned =
+                        thread::Builder::new()
+                            .name(format!("player {peer}"))
+                            .spawn(move || {
+                                match serve_player(stream, &config, info, &shutdown) {
+                                    Ok(sent) => info!(
+                                        "player {peer} finished: {:.2} s sent",
+                                        sent as f64 / f64::from(info.sample_rate)
+                                    ),
+                                    Err(e) => warn!("player {peer} dropped: {e}"),
+                                }
+                                player_active.fetch_sub(1, Ordering::Relaxed);
+                            });
+                    match spawned {
+                        Ok(t) => threads.push(t),
+                        Err(e) => {
+                            active.fetch_sub(1, Ordering::Relaxed);
+                            warn!("player {peer} refused: cannot start a thread: {e}");
+                        }
+                    }
+                    threads.retain(|t| !t.is_finished());
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the others.
+                    warn!("accept failed: {e}");
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+}
+
+/// Reads the player's `Hello`, bounded by the handshake timeout.
+fn read_hello(stream: &mut TcpStream, timeout: Duration) -> Result<audiowire_protocol::Hello> {
+    let deadline = Instant::now() + timeout;
+    let mut decoder = FrameDecoder::new(MAX_CONTROL_FRAME);
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Io(std::io::Error::new(
+                ErrorKind::TimedOut,
+                format!("no Hello within {} s", timeout.as_secs_f64()),
+            )));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = match stream.read(&mut buf) {
+            Ok(0) => {
+                return Err(Error::Io(std::io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "closed before sending Hello",
+                )));
+            }
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            let used = decoder.push(input)?;
+            input = &input[used..];
+            if let Some(frame) = decoder.next_frame() {
+                return match Message::decode(frame)? {
+                    Message::Hello(h) => Ok(h),
+                    other => Err(Error::Io(std::io::Error::new(
+                        ErrorKind::InvalidData,
+                        format!("expected Hello, got {}", other.name()),
+                    ))),
+                };
+            }
+        }
+    }
+}
+
+fn send(stream: &mut TcpStream, msg: &Message, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    msg.encode_frame(out)?;
+    stream.write_all(out)?;
+    Ok(())
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Streams the file to one player; returns the sample frames sent.
+fn serve_player(
+    mut stream: TcpStream,
+    config: &ServerConfig,
+    info: StreamInfo,
+    shutdown: &AtomicBool,
+) -> Result<u64> {
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(config.write_timeout))?;
+    let mut out = Vec::new();
+    let hello = read_hello(&mut stream, config.handshake_timeout)?;
+    if hello.version != PROTOCOL_VERSION {
+        let text = format!(
+            "protocol version {} is not supported (this sender speaks {PROTOCOL_VERSION})",
+            hello.version
+        );
+        let _ = send(
+            &mut stream,
+            &Message::Error {
+                code: ErrorCode::UnsupportedVersion,
+                text: text.clone(),
+            },
+            &mut out,
+        );
+        return Err(Error::Io(std::io::Error::new(ErrorKind::InvalidData, text)));
+    }
+    let preroll = hello
+        .option(option::PREROLL_MS)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(config.default_preroll, Duration::from_millis)
+        .min(config.max_preroll);
+    let mut source = match WavSource::open(&config.path) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = send(
+                &mut stream,
+                &Message::Error {
+                    code: ErrorCode::SourceFailed,
+                    text: e.to_string(),
+                },
+                &mut out,
+            );
+            return Err(e);
+        }
+    };
+    send(&mut stream, &Message::StreamInfo(info), &mut out)?;
+
+    let pacer = Pacer::new(info.sample_rate, preroll);
+    let start = Instant::now();
+    let start_us = unix_micros();
+    let mut position = 0u64;
+    let mut sequence = 0u64;
+    let mut audio = Audio {
+        sequence: 0,
+        position: 0,
+        timestamp_us: 0,
+        payload: Vec::with_capacity(info.samples_per_frame as usize * info.bytes_per_frame()),
+    };
+    loop {
+        // Wait for this frame's deadline in slices, so Ctrl-C is noticed promptly.
+        loop {
+            if shutdown.load(Ordering::Relaxed) {
+                let _ = send(&mut stream, &Message::End { position }, &mut out);
+                return Ok(position);
+            }
+            let wait = pacer.wait(position, start.elapsed());
+            if wait.is_zero() {
+                break;
+            }
+            thread::sleep(wait.min(SLEEP_SLICE));
+        }
+        audio.payload.clear();
+        let read = match source.read_frames(info.samples_per_frame, &mut audio.payload) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = send(
+                    &mut stream,
+                    &Message::Error {
+                        code: ErrorCode::SourceFailed,
+                        text: e.to_string(),
+                    },
+                    &mut out,
+                );
+                return Err(e);
+            }
+        };
+        if read == 0 {
+            if config.looping && source.total_frames() > 0 {
+                source.rewind()?;
+                continue;
+            }
+            break;
+        }
+        audio.sequence = sequence;
+        audio.position = position;
+        audio.timestamp_us = start_us + pacer.due(position).as_micros() as u64;
+        out.clear();
+        audio.encode_frame(&mut out);
+        stream.write_all(&out)?;
+        sequence += 1;
+        position += u64::from(read);
+    }
+    send(&mut stream, &Message::End { position }, &mut out)?;
+    // Half-close and wait for the player to hang up, so the last bytes are not lost to a reset.
+    stream.shutdown(Shutdown::Write)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut sink = [0u8; 1024];
+    for _ in 0..64 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    Ok(position)
+}
