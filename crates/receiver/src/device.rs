@@ -86,7 +86,9 @@ pub struct DeviceListing {
 /// Describes a device's configuration ranges compactly: one line per rate range, with the
 /// channel counts and the PCM sample formats offered at that range.
 fn describe_ranges(configs: &[cpal::SupportedStreamConfigRange]) -> Vec<String> {
-    let mut groups: Vec<((u32, u32), Vec<u16>, Vec<SampleFormat>)> = Vec::new();
+    /// A rate range, and the channel counts and formats offered at it.
+    type Group = ((u32, u32), Vec<u16>, Vec<SampleFormat>);
+    let mut groups: Vec<Group> = Vec::new();
     for c in configs {
         if format_rank(c.sample_format()) == usize::MAX {
             continue; // DSD and the like: not PCM we can play

@@ -268,6 +268,10 @@ fn serve_player(
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(config.write_timeout))?;
+    // Bound what a player that stops reading can cost: about a second of audio queued in the
+    // kernel (at least 256 KiB), then writes block, time out, and that player alone is dropped.
+    let bytes_per_sec = info.sample_rate as usize * info.bytes_per_frame();
+    socket2::SockRef::from(&stream).set_send_buffer_size(bytes_per_sec.max(256 * 1024))?;
     let mut out = Vec::new();
     let hello = read_hello(&mut stream, config.handshake_timeout)?;
     if hello.version != PROTOCOL_VERSION {

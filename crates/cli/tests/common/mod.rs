@@ -1,0 +1,170 @@
+//! Helpers for tests that run the real `audiowire` binary: a sender child that reports its port,
+//! temporary folders, WAV comparison. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_audiowire")
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn clip(name: &str) -> PathBuf {
+    repo().join("test-audio").join(name)
+}
+
+/// A fresh, empty folder for one test.
+pub fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("audiowire-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A running `audiowire send`, killed on drop. Its stderr lines arrive on `lines`.
+pub struct Sender {
+    pub child: Child,
+    pub addr: String,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Sender {
+    /// Starts `audiowire send FILE --listen 127.0.0.1:0 EXTRA...` and waits (at most 10 s) for
+    /// the line that names the bound address.
+    #[allow(
+        clippy::zombie_processes,
+        reason = "the child moves into Sender, whose Drop kills and waits for it"
+    )]
+    pub fn start(file: &Path, extra: &[&str]) -> Sender {
+        let mut child = Command::new(bin())
+            .arg("send")
+            .arg(file)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start audiowire send");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .expect("the sender did not report its address within 10 s");
+            if let Some(rest) = line
+                .split(" on ")
+                .nth(1)
+                .filter(|_| line.contains("serving"))
+            {
+                let addr = rest.split_whitespace().next().unwrap().to_string();
+                return Sender {
+                    child,
+                    addr,
+                    lines: rx,
+                };
+            }
+        }
+    }
+
+    /// Waits (bounded) for a stderr line containing `needle`.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no sender line containing {needle:?} within {timeout:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary with `args`, killing it if it takes longer than `timeout`.
+pub fn run(args: &[&str], timeout: Duration) -> Output {
+    let child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start audiowire");
+    wait_output(child, timeout)
+}
+
+/// Waits for a child's output, killing it after `timeout`.
+pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("audiowire did not finish within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Sends a signal to a child with kill(1).
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} failed");
+}
+
+/// A WAV file's spec and its samples as raw bit patterns (integers as i32, floats as bits), so
+/// equality means bit-identical.
+pub fn wav_samples(path: &Path) -> (hound::WavSpec, Vec<i64>) {
+    let mut r = hound::WavReader::open(path)
+        .unwrap_or_else(|e| panic!("{} is not a readable WAV: {e}", path.display()));
+    let spec = r.spec();
+    let samples = match spec.sample_format {
+        hound::SampleFormat::Int => r.samples::<i32>().map(|s| i64::from(s.unwrap())).collect(),
+        hound::SampleFormat::Float => r
+            .samples::<f32>()
+            .map(|s| i64::from(s.unwrap().to_bits()))
+            .collect(),
+    };
+    (spec, samples)
+}
+
+/// Polls (every 10 ms, at most `timeout`) until `f` holds.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,29 @@
+# Sourced by demo.sh and test.sh: installs Debian/Ubuntu packages that are missing, with apt-get
+# (through sudo when not root). Packages already installed cost nothing: no apt-get update.
+need_packages() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "audiowire: needs these packages (or your system's equivalents): ${missing[*]}" >&2
+        return 1
+    fi
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    echo "installing ${missing[*]}" >&2
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+need_rust() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "audiowire: needs Rust (cargo); install it from https://rustup.rs and run this again" >&2
+        return 1
+    fi
+}
+
+# What building audiowire needs: a C toolchain, pkg-config and ALSA's headers for cpal, cmake
+# for the Opus codec.
+BUILD_PACKAGES=(build-essential pkg-config libasound2-dev cmake)
