@@ -61,6 +61,12 @@ enum Command {
         /// With --out: play on the device as well as recording.
         #[arg(long, requires = "out")]
         also_play: bool,
+        /// Open the device at this sample rate and resample the stream to it.
+        #[arg(long, value_name = "HZ", value_parser = clap::value_parser!(u32).range(1..=768_000))]
+        device_rate: Option<u32>,
+        /// Open the device with this many channels and map the stream's channels to them.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+        device_channels: Option<u16>,
     },
     /// List output devices and the configurations they support.
     Devices,
@@ -155,9 +161,13 @@ fn run(cli: Cli) -> Result<()> {
             device,
             out,
             also_play,
+            device_rate,
+            device_channels,
         } => {
             let mut config = PlayerConfig::new(addr);
             config.latency = latency;
+            config.device_rate = device_rate;
+            config.device_channels = device_channels;
             config.output = if out.is_some() && !also_play {
                 Output::Null
             } else {

@@ -380,8 +380,13 @@ where
             }
         }
     };
-    let on_error = move |_e: cpal::Error| {
-        errors.device_errors.fetch_add(1, Ordering::Relaxed);
+    let on_error = move |e: cpal::Error| {
+        let counter = if e.kind() == cpal::ErrorKind::Xrun {
+            &errors.device_xruns
+        } else {
+            &errors.backend_errors
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     };
     chosen
         .device

@@ -29,8 +29,11 @@ pub struct Shared {
     pub played_samples: AtomicU64,
     /// The device's last reported delay from callback to playback, in ns.
     pub device_delay_ns: AtomicU64,
-    /// Errors the device reported (xruns and the like).
-    pub device_errors: AtomicU64,
+    /// Underruns the device itself reported (xruns: the callback came too late).
+    pub device_xruns: AtomicU64,
+    /// Other errors the backend reported. ALSA's pulse plugin, for one, reports a burst of I/O
+    /// errors before its first timing update while playing perfectly, so these are only logged.
+    pub backend_errors: AtomicU64,
 }
 
 impl Shared {

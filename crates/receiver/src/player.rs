@@ -51,6 +51,10 @@ pub struct PlayerConfig {
     pub output: Output,
     /// A WAV file to write the received samples to.
     pub record: Option<PathBuf>,
+    /// Open the device at this rate instead of the stream's (the player converts).
+    pub device_rate: Option<u32>,
+    /// Open the device with this many channels instead of the stream's (the player maps them).
+    pub device_channels: Option<u16>,
     /// Longest wait for the connection to open.
     pub connect_timeout: Duration,
     /// Longest silence from the sender before giving up.
@@ -65,6 +69,8 @@ impl PlayerConfig {
             latency: DEFAULT_LATENCY,
             output: Output::Device(None),
             record: None,
+            device_rate: None,
+            device_channels: None,
             connect_timeout: Duration::from_secs(5),
             silence_timeout: Duration::from_secs(10),
         }
@@ -84,8 +90,8 @@ pub struct Summary {
     pub underruns: u64,
     /// Samples of silence those underruns inserted.
     pub missing_samples: u64,
-    /// Errors the device reported.
-    pub device_errors: u64,
+    /// Underruns the device itself reported (xruns).
+    pub device_xruns: u64,
     /// Per-frame latency, sender's schedule to the speaker.
     pub latency: LatencyStats,
     /// The target latency.
@@ -128,8 +134,8 @@ impl fmt::Display for Summary {
             )?,
             _ => write!(f, " · latency n/a (stream shorter than the buffer)")?,
         }
-        if self.device_errors > 0 {
-            write!(f, " · {} device errors", self.device_errors)?;
+        if self.device_xruns > 0 {
+            write!(f, " · {} device xruns", self.device_xruns)?;
         }
         if let Some(p) = &self.recorded {
             write!(f, " · wrote {}", p.display())?;
@@ -210,8 +216,8 @@ impl Pipeline {
         let chosen = match &config.output {
             Output::Device(name) => Some(Chosen::pick(
                 name.as_deref(),
-                info.sample_rate,
-                info.channels,
+                config.device_rate.unwrap_or(info.sample_rate),
+                config.device_channels.unwrap_or(info.channels),
                 period_frames,
             )?),
             Output::Null => None,
@@ -356,13 +362,17 @@ impl Pipeline {
         if let Some(r) = self.recorder.as_mut() {
             r.finalize()?;
         }
+        let backend = self.shared.backend_errors.load(Ordering::Relaxed);
+        if backend > 0 {
+            tracing::debug!("the audio backend reported {backend} non-fatal errors");
+        }
         Ok(Summary {
             info: self.info,
             received_frames: self.received_frames,
             messages: self.messages,
             underruns: self.shared.underruns.load(Ordering::Relaxed),
             missing_samples: self.shared.missing_samples.load(Ordering::Relaxed),
-            device_errors: self.shared.device_errors.load(Ordering::Relaxed),
+            device_xruns: self.shared.device_xruns.load(Ordering::Relaxed),
             latency: self.latency.clone(),
             target: self.target,
             device_delay: Duration::from_nanos(self.shared.device_delay_ns.load(Ordering::Relaxed)),
