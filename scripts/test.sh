@@ -9,4 +9,8 @@ need_rust
 need_packages "${BUILD_PACKAGES[@]}" pulseaudio pulseaudio-utils libasound2-plugins alsa-utils
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for the whole run (cargo's last line is a crate's doc-tests, often 0 of 0).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
