@@ -2,6 +2,8 @@
 //! the sender and receiver crates. Errors end as one line on stderr and a non-zero exit.
 
 mod demo;
+mod netsim;
+mod tools;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -11,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use audiowire_receiver::{Output, PlayerConfig};
-use audiowire_sender::{Server, ServerConfig};
+use audiowire_receiver::{Output, PlayerConfig, StatsMode, Transport};
+use audiowire_sender::{Server, ServerConfig, UdpServer};
 use clap::{Parser, Subcommand};
 
 /// Stream audio between machines with low, measured latency.
@@ -44,14 +46,39 @@ enum Command {
         /// Start again at the end of the file, forever.
         #[arg(long = "loop")]
         looping: bool,
+        /// tcp (reliable, ordered) or udp (lowest latency; players conceal what is lost).
+        #[arg(long, value_enum, default_value = "tcp")]
+        transport: TransportArg,
+        /// UDP: the largest datagram to send, in bytes; frames are cut short enough to fit.
+        #[arg(long, default_value_t = 1400, value_parser = clap::value_parser!(u64).range(64..=65_000))]
+        max_datagram: u64,
+        /// UDP: drop a player that sends no report for this long.
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        player_timeout: Duration,
     },
     /// Connect to a sender and play the stream on a sound device, or record it to a WAV file.
     Play {
         /// The sender's address, HOST:PORT.
         addr: String,
-        /// Target latency: audio buffered before playback starts (e.g. 50, 50ms, 0.2s).
-        #[arg(long, value_parser = parse_duration, default_value = "50ms")]
-        latency: Duration,
+        /// tcp or udp: what the sender serves.
+        #[arg(long, value_enum, default_value = "tcp")]
+        transport: TransportArg,
+        /// Pin the target latency (e.g. 50, 50ms, 0.2s). Without it the target adapts to the
+        /// network, starting at 50 ms, within --latency-min and --latency-max.
+        #[arg(long, value_parser = parse_duration)]
+        latency: Option<Duration>,
+        /// The lowest adaptive target latency.
+        #[arg(long, value_parser = parse_duration, default_value = "20ms")]
+        latency_min: Duration,
+        /// The highest adaptive target latency.
+        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        latency_max: Duration,
+        /// Show live stats on one status line (stderr).
+        #[arg(long)]
+        stats: bool,
+        /// Print live stats as JSON lines on stdout, twice a second.
+        #[arg(long, conflicts_with = "stats")]
+        stats_json: bool,
         /// Output device, by id or name (see `audiowire devices`); default: the system's.
         #[arg(long)]
         device: Option<String>,
@@ -70,12 +97,23 @@ enum Command {
     },
     /// List output devices and the configurations they support.
     Devices,
+    #[command(flatten)]
+    Tools(tools::ToolCommand),
+    /// Relay UDP (or TCP) through a simulated network: delay, jitter, loss, reordering, rate.
+    Netsim(netsim::NetsimArgs),
     /// Stream a bundled clip over loopback TCP to a player in the same process and play it.
     Demo {
         /// Where to write the audio when no sound device works.
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// The transports, as the command line names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TransportArg {
+    Tcp,
+    Udp,
 }
 
 /// Parses `50`, `50ms`, `0.05s` into a duration.
@@ -138,26 +176,48 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             frame_ms,
             looping,
+            transport,
+            max_datagram,
+            player_timeout,
         } => {
             let mut config = ServerConfig::new(file);
+            config.silence_timeout = player_timeout;
             config.frame_ms = frame_ms;
             config.looping = looping;
-            let server = Server::bind(&listen, config)?;
-            let info = server.stream_info();
-            tracing::info!(
-                "serving {} Hz, {} ch, {} in {} ms frames on {} (Ctrl-C stops)",
-                info.sample_rate,
-                info.channels,
-                info.format,
-                frame_ms,
-                server.local_addr()
-            );
-            server.run(&shutdown)?;
+            config.max_datagram = max_datagram as usize;
+            let log = |info: audiowire_protocol::StreamInfo,
+                       kind: &str,
+                       addr: std::net::SocketAddr| {
+                tracing::info!(
+                    "serving {} Hz, {} ch, {} in {:.1} ms frames over {kind} on {addr} (Ctrl-C stops)",
+                    info.sample_rate,
+                    info.channels,
+                    info.format,
+                    f64::from(info.samples_per_frame) * 1000.0 / f64::from(info.sample_rate),
+                );
+            };
+            match transport {
+                TransportArg::Tcp => {
+                    let server = Server::bind(&listen, config)?;
+                    log(server.stream_info(), "tcp", server.local_addr());
+                    server.run(&shutdown)?;
+                }
+                TransportArg::Udp => {
+                    let server = UdpServer::bind(&listen, config)?;
+                    log(server.stream_info(), "udp", server.local_addr());
+                    server.run(&shutdown)?;
+                }
+            }
             Ok(())
         }
         Command::Play {
             addr,
+            transport,
             latency,
+            latency_min,
+            latency_max,
+            stats,
+            stats_json,
             device,
             out,
             also_play,
@@ -165,7 +225,27 @@ fn run(cli: Cli) -> Result<()> {
             device_channels,
         } => {
             let mut config = PlayerConfig::new(addr);
-            config.latency = latency;
+            config.transport = match transport {
+                TransportArg::Tcp => Transport::Tcp,
+                TransportArg::Udp => Transport::Udp,
+            };
+            if let Some(l) = latency {
+                config.latency = l;
+                config.pinned = true;
+            } else {
+                config.latency = config
+                    .latency
+                    .clamp(latency_min, latency_max.max(latency_min));
+            }
+            config.latency_min = latency_min;
+            config.latency_max = latency_max.max(latency_min);
+            config.stats = if stats_json {
+                StatsMode::Json
+            } else if stats {
+                StatsMode::Line
+            } else {
+                StatsMode::Off
+            };
             config.device_rate = device_rate;
             config.device_channels = device_channels;
             config.output = if out.is_some() && !also_play {
@@ -200,6 +280,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Demo { out } => demo::run(out, &shutdown),
+        Command::Tools(cmd) => tools::run(cmd, &shutdown),
+        Command::Netsim(args) => netsim::run(&args, &shutdown),
     }
 }
 

@@ -33,6 +33,15 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// The speaker tests run one at a time: they are real-time, and one test's analysis (pure CPU)
+/// must not starve another's playback on a 2-core machine.
+static REAL_TIME: Mutex<()> = Mutex::new(());
+
+/// Takes the real-time lock (a test that panicked while holding it does not poison the rest).
+fn real_time() -> std::sync::MutexGuard<'static, ()> {
+    REAL_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The speaker's (and the recording's) rate.
 const REC_RATE: u32 = 48_000;
 /// Bytes per second of the recording (2 ch, s16).
@@ -483,6 +492,7 @@ struct Measured {
 /// Plays `clip` through the fake speaker and compares the recording with the clip (brought to
 /// the speaker's rate when it has another).
 fn play_and_compare(name: &str, clip: &str, extra: &[&str]) -> Measured {
+    let _one_at_a_time = real_time();
     require_pulseaudio();
     let t0 = Instant::now();
     let dir = TestDir::new(name);
@@ -652,6 +662,7 @@ fn chords_at_44k_24bit_are_resampled_by_the_player_for_a_48k_device() {
 /// gain of 0.8 must be found, and the comparison must then be near perfect.
 #[test]
 fn analysis_finds_a_known_fractional_delay() {
+    let _one_at_a_time = real_time();
     let (rate, src) = read_stereo(&root().join("test-audio/chords-44k-s24-stereo.wav"));
     let delayed = resample(&src, rate, REC_RATE, -0.3);
     let mut rec = vec![[0.0; 2]; 1000];

@@ -375,3 +375,30 @@ fn a_stream_info_with_zero_channels_is_one_line() {
     );
     t.join().unwrap();
 }
+
+#[test]
+fn the_sender_answers_framed_ping_and_echo() {
+    let sender = Sender::start(&clip("tone-8k-u8-mono.wav"), &["--loop"]);
+    let res = run(
+        &[
+            "ping",
+            "--framed",
+            "-c",
+            "3",
+            "--interval",
+            "20ms",
+            &sender.addr,
+        ],
+        Duration::from_secs(10),
+    );
+    let out = text(&res.stdout);
+    assert!(res.status.success(), "{out}{}", text(&res.stderr));
+    assert!(out.contains("3 sent, 3 received, 0% loss"), "{out}");
+    assert!(out.contains("clock offset "), "{out}");
+    let res = run(
+        &["echo", "--framed", &sender.addr, "are you there"],
+        Duration::from_secs(10),
+    );
+    assert!(res.status.success(), "{}", text(&res.stderr));
+    assert_eq!(text(&res.stdout).trim(), "are you there");
+}

@@ -73,6 +73,58 @@ pub enum Error {
         /// The maximum.
         max: usize,
     },
+    /// A Python `struct` format string is not valid. Fix the format string: the message names
+    /// the character position (from 0) and what is wrong there.
+    #[error("bad struct format {format:?} at position {position}: {reason}")]
+    StructFormat {
+        /// The format string.
+        format: String,
+        /// Character index (from 0) where the problem is.
+        position: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value does not fit its item of a `struct` format (wrong type, out of range, too long).
+    /// Fix the value; nothing was packed.
+    #[error(
+        "struct value {index} ({value}) for '{code}' at position {position} of format {format:?}: {reason}"
+    )]
+    StructValue {
+        /// The format string.
+        format: String,
+        /// Which value, counting from 1.
+        index: usize,
+        /// The value, as given.
+        value: String,
+        /// The item's type character.
+        code: char,
+        /// Character index (from 0) of the item in the format string.
+        position: usize,
+        /// Why it does not fit.
+        reason: String,
+    },
+    /// A `struct` record was given the wrong number of values. Give one per item (one for each
+    /// `s` or `p` string, none for `x` padding).
+    #[error("struct format {format:?} takes {expected} values, got {got}")]
+    StructValueCount {
+        /// The format string.
+        format: String,
+        /// How many values the format takes.
+        expected: usize,
+        /// How many were given.
+        got: usize,
+    },
+    /// Bytes to unpack are not exactly one record long. The peer uses another format (or the
+    /// record was cut): check both sides use the same format string.
+    #[error("a record of struct format {format:?} is {expected} bytes, got {got}")]
+    StructRecordSize {
+        /// The format string.
+        format: String,
+        /// The record size the format describes.
+        expected: usize,
+        /// The bytes given.
+        got: usize,
+    },
 }
 
 /// The protocol crate's `Result`.

@@ -30,6 +30,18 @@ mod tag {
     pub const AUDIO: u8 = 0x03;
     pub const END: u8 = 0x04;
     pub const ERROR: u8 = 0x05;
+    // 0x10-0x1F: socket tools (echo, ping, struct records, line streams).
+    pub const ECHO: u8 = 0x10;
+    pub const PING: u8 = 0x11;
+    pub const PONG: u8 = 0x12;
+    pub const STRUCT: u8 = 0x13;
+    pub const LINES_HELLO: u8 = 0x14;
+    pub const LINES_RESUME: u8 = 0x15;
+    pub const LINE: u8 = 0x16;
+    pub const LINES_ACK: u8 = 0x17;
+    pub const COOKIE: u8 = 0x20;
+    pub const REPORT: u8 = 0x21;
+    pub const BYE: u8 = 0x22;
 }
 
 /// Option keys a player may put in its `Hello`.
@@ -37,6 +49,9 @@ pub mod option {
     /// How much audio, in milliseconds, the sender should send at once before pacing in real
     /// time (decimal text). Players ask for their target latency so their buffer fills at once.
     pub const PREROLL_MS: &str = "preroll-ms";
+    /// On UDP: the cookie from the sender's `Cookie` message, as 16 hex digits. A sender sends
+    /// audio only to an address that echoed a valid cookie (return routability).
+    pub const COOKIE: &str = "cookie";
 }
 
 /// A player's greeting, its first message on a connection.
@@ -192,6 +207,26 @@ impl ErrorCode {
     }
 }
 
+/// A player's periodic report on UDP (about twice a second), like an RTCP receiver report. It
+/// also keeps the subscription alive: a sender drops a player silent for 5 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Report {
+    /// Frames received.
+    pub received: u64,
+    /// Frames lost (concealed in their place).
+    pub lost: u64,
+    /// Frames that arrived after their turn.
+    pub late: u64,
+    /// Frames of concealment played (lost frames and stall fill).
+    pub concealed: u64,
+    /// Interarrival jitter, in µs.
+    pub jitter_us: u32,
+    /// The player's buffer level (the latency it adds), in µs.
+    pub level_us: u32,
+    /// The player's target latency, in µs.
+    pub target_us: u32,
+}
+
 /// Every message of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -213,6 +248,73 @@ pub enum Message {
         /// A one-line explanation for the user.
         text: String,
     },
+    /// Either way: bytes to send back unchanged. A server answers with the same `Echo`.
+    Echo {
+        /// Any bytes.
+        payload: Vec<u8>,
+    },
+    /// Client → server: a clock probe. The server answers with a `Pong`.
+    Ping {
+        /// Chosen by the client to match the answer; the server copies it.
+        id: u64,
+        /// The client's wall clock when it sent the ping, µs since the Unix epoch.
+        t1_us: u64,
+    },
+    /// Server → client: the answer to a `Ping`, with three of the four timestamps of an NTP
+    /// exchange (the client notes the fourth, when the pong arrives).
+    Pong {
+        /// The ping's id.
+        id: u64,
+        /// The ping's `t1_us`, copied.
+        t1_us: u64,
+        /// The server's wall clock when the ping arrived, µs since the Unix epoch.
+        t2_us: u64,
+        /// The server's wall clock when the pong left, µs since the Unix epoch.
+        t3_us: u64,
+    },
+    /// One record described by a Python `struct` format string (see [`crate::pystruct`]).
+    Struct {
+        /// The format string, such as `!I30sd`.
+        format: String,
+        /// The packed record: exactly `struct.calcsize(format)` bytes.
+        data: Vec<u8>,
+    },
+    /// Line sender → line receiver, first message: which stream this connection carries.
+    LinesHello {
+        /// Random, chosen when the sender starts; the same across its reconnections.
+        session: u64,
+        /// The sequence number of the oldest line the sender still holds (it can send again
+        /// every line from here on).
+        first: u64,
+    },
+    /// Line receiver → line sender, answer to `LinesHello`: send lines from `next` on.
+    LinesResume {
+        /// The sequence number of the first line the receiver does not hold.
+        next: u64,
+    },
+    /// Line sender → line receiver: one line (or a piece of a long one).
+    Line {
+        /// Counts `Line` messages of the session from 0.
+        seq: u64,
+        /// True when the line goes on in the next `Line` (no newline is written after it).
+        partial: bool,
+        /// The line's bytes, without its newline.
+        data: Vec<u8>,
+    },
+    /// Line receiver → line sender: every line before `next` is stored for good.
+    LinesAck {
+        /// The sequence number of the first line the receiver does not hold.
+        next: u64,
+    },
+    /// Sender → player on UDP: the stateless cookie to echo in the next `Hello`.
+    Cookie {
+        /// An opaque value bound to the player's address.
+        cookie: u64,
+    },
+    /// Player → sender on UDP: reception statistics, and keep-alive.
+    Report(Report),
+    /// Player → sender on UDP: stop sending to me.
+    Bye,
 }
 
 impl Message {
@@ -224,6 +326,17 @@ impl Message {
             Message::Audio(_) => "Audio",
             Message::End { .. } => "End",
             Message::Error { .. } => "Error",
+            Message::Echo { .. } => "Echo",
+            Message::Ping { .. } => "Ping",
+            Message::Pong { .. } => "Pong",
+            Message::Struct { .. } => "Struct",
+            Message::LinesHello { .. } => "LinesHello",
+            Message::LinesResume { .. } => "LinesResume",
+            Message::Line { .. } => "Line",
+            Message::LinesAck { .. } => "LinesAck",
+            Message::Cookie { .. } => "Cookie",
+            Message::Report(_) => "Report",
+            Message::Bye => "Bye",
         }
     }
 
@@ -269,10 +382,68 @@ impl Message {
                 out.push(tag::END);
                 out.extend_from_slice(&position.to_be_bytes());
             }
+            Message::Cookie { cookie } => {
+                out.push(tag::COOKIE);
+                out.extend_from_slice(&cookie.to_be_bytes());
+            }
+            Message::Report(r) => {
+                out.push(tag::REPORT);
+                for v in [r.received, r.lost, r.late, r.concealed] {
+                    out.extend_from_slice(&v.to_be_bytes());
+                }
+                for v in [r.jitter_us, r.level_us, r.target_us] {
+                    out.extend_from_slice(&v.to_be_bytes());
+                }
+            }
+            Message::Bye => out.push(tag::BYE),
             Message::Error { code, text } => {
                 out.push(tag::ERROR);
                 out.extend_from_slice(&code.code().to_be_bytes());
                 put_str(out, "error text", text)?;
+            }
+            Message::Echo { payload } => {
+                out.push(tag::ECHO);
+                out.extend_from_slice(payload);
+            }
+            Message::Ping { id, t1_us } => {
+                out.push(tag::PING);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&t1_us.to_be_bytes());
+            }
+            Message::Pong {
+                id,
+                t1_us,
+                t2_us,
+                t3_us,
+            } => {
+                out.push(tag::PONG);
+                for v in [id, t1_us, t2_us, t3_us] {
+                    out.extend_from_slice(&v.to_be_bytes());
+                }
+            }
+            Message::Struct { format, data } => {
+                out.push(tag::STRUCT);
+                put_str(out, "struct format", format)?;
+                out.extend_from_slice(data);
+            }
+            Message::LinesHello { session, first } => {
+                out.push(tag::LINES_HELLO);
+                out.extend_from_slice(&session.to_be_bytes());
+                out.extend_from_slice(&first.to_be_bytes());
+            }
+            Message::LinesResume { next } => {
+                out.push(tag::LINES_RESUME);
+                out.extend_from_slice(&next.to_be_bytes());
+            }
+            Message::Line { seq, partial, data } => {
+                out.push(tag::LINE);
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.push(u8::from(*partial));
+                out.extend_from_slice(data);
+            }
+            Message::LinesAck { next } => {
+                out.push(tag::LINES_ACK);
+                out.extend_from_slice(&next.to_be_bytes());
             }
         }
         Ok(())
@@ -379,6 +550,92 @@ impl Message {
                 let text = r.string("text")?;
                 Message::Error { code, text }
             }
+            tag::ECHO => Message::Echo {
+                payload: std::mem::take(&mut r.bytes).to_vec(),
+            },
+            tag::PING => {
+                r.message = "Ping";
+                Message::Ping {
+                    id: r.u64("id")?,
+                    t1_us: r.u64("t1")?,
+                }
+            }
+            tag::PONG => {
+                r.message = "Pong";
+                Message::Pong {
+                    id: r.u64("id")?,
+                    t1_us: r.u64("t1")?,
+                    t2_us: r.u64("t2")?,
+                    t3_us: r.u64("t3")?,
+                }
+            }
+            tag::STRUCT => {
+                r.message = "Struct";
+                let format = r.string("format")?;
+                Message::Struct {
+                    format,
+                    data: std::mem::take(&mut r.bytes).to_vec(),
+                }
+            }
+            tag::LINES_HELLO => {
+                r.message = "LinesHello";
+                Message::LinesHello {
+                    session: r.u64("session")?,
+                    first: r.u64("first")?,
+                }
+            }
+            tag::LINES_RESUME => {
+                r.message = "LinesResume";
+                Message::LinesResume {
+                    next: r.u64("next")?,
+                }
+            }
+            tag::LINE => {
+                r.message = "Line";
+                let seq = r.u64("sequence")?;
+                let partial = match r.u8("flags")? {
+                    0 => false,
+                    1 => true,
+                    v => {
+                        return Err(Error::InvalidValue {
+                            message: "Line",
+                            field: "flags",
+                            value: v.into(),
+                            reason: "must be 0 (whole line) or 1 (continues)",
+                        });
+                    }
+                };
+                Message::Line {
+                    seq,
+                    partial,
+                    data: std::mem::take(&mut r.bytes).to_vec(),
+                }
+            }
+            tag::LINES_ACK => {
+                r.message = "LinesAck";
+                Message::LinesAck {
+                    next: r.u64("next")?,
+                }
+            }
+            tag::COOKIE => {
+                r.message = "Cookie";
+                Message::Cookie {
+                    cookie: r.u64("cookie")?,
+                }
+            }
+            tag::REPORT => {
+                r.message = "Report";
+                Message::Report(Report {
+                    received: r.u64("received")?,
+                    lost: r.u64("lost")?,
+                    late: r.u64("late")?,
+                    concealed: r.u64("concealed")?,
+                    jitter_us: r.u32("jitter")?,
+                    level_us: r.u32("level")?,
+                    target_us: r.u32("target")?,
+                })
+            }
+            tag::BYE => Message::Bye,
             other => return Err(Error::UnknownType(other)),
         };
         if !r.bytes.is_empty() {
@@ -567,6 +824,83 @@ mod tests {
     }
 
     #[test]
+    fn tool_message_layouts_match_docs_protocol_md() {
+        let frame = |m: Message| {
+            let mut out = Vec::new();
+            m.encode_frame(&mut out).unwrap();
+            let hex: Vec<String> = out.iter().map(|b| format!("{b:02x}")).collect();
+            hex.join(" ")
+        };
+        assert_eq!(
+            frame(Message::Echo {
+                payload: b"hi".to_vec()
+            }),
+            "00 00 00 00 00 00 00 04 01 10 68 69"
+        );
+        assert_eq!(
+            frame(Message::Ping { id: 1, t1_us: 2 }),
+            "00 00 00 00 00 00 00 12 01 11 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 02"
+        );
+        assert_eq!(
+            frame(Message::Pong {
+                id: 1,
+                t1_us: 2,
+                t2_us: 3,
+                t3_us: 4
+            }),
+            "00 00 00 00 00 00 00 22 01 12 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 02 \
+             00 00 00 00 00 00 00 03 00 00 00 00 00 00 00 04"
+        );
+        assert_eq!(
+            frame(Message::Struct {
+                format: "!H".into(),
+                data: vec![0x12, 0x34]
+            }),
+            "00 00 00 00 00 00 00 08 01 13 00 02 21 48 12 34"
+        );
+        assert_eq!(
+            frame(Message::LinesHello {
+                session: 0xab,
+                first: 3
+            }),
+            "00 00 00 00 00 00 00 12 01 14 00 00 00 00 00 00 00 ab 00 00 00 00 00 00 00 03"
+        );
+        assert_eq!(
+            frame(Message::LinesResume { next: 5 }),
+            "00 00 00 00 00 00 00 0a 01 15 00 00 00 00 00 00 00 05"
+        );
+        assert_eq!(
+            frame(Message::Line {
+                seq: 5,
+                partial: false,
+                data: b"ok".to_vec()
+            }),
+            "00 00 00 00 00 00 00 0d 01 16 00 00 00 00 00 00 00 05 00 6f 6b"
+        );
+        assert_eq!(
+            frame(Message::LinesAck { next: 6 }),
+            "00 00 00 00 00 00 00 0a 01 17 00 00 00 00 00 00 00 06"
+        );
+        assert_eq!(
+            Message::decode(&[1, 0x16, 0, 0, 0, 0, 0, 0, 0, 0, 2]),
+            Err(Error::InvalidValue {
+                message: "Line",
+                field: "flags",
+                value: 2,
+                reason: "must be 0 (whole line) or 1 (continues)"
+            })
+        );
+        // Every prefix of every tool message decodes to a value or a typed error, never a panic.
+        for t in 0x10..=0x17u8 {
+            let mut bytes = vec![ENVELOPE_VERSION, t];
+            for n in 0..40u8 {
+                let _ = Message::decode(&bytes);
+                bytes.push(n.wrapping_mul(37));
+            }
+        }
+    }
+
+    #[test]
     fn trailing_bytes_are_refused() {
         let mut out = Vec::new();
         Message::End { position: 5 }.encode(&mut out).unwrap();
@@ -625,6 +959,38 @@ mod tests {
                     })
                 }),
             any::<u64>().prop_map(|position| Message::End { position }),
+            prop::collection::vec(any::<u8>(), 0..100)
+                .prop_map(|payload| Message::Echo { payload }),
+            (any::<u64>(), any::<u64>()).prop_map(|(id, t1_us)| Message::Ping { id, t1_us }),
+            any::<[u64; 4]>().prop_map(|t| Message::Pong {
+                id: t[0],
+                t1_us: t[1],
+                t2_us: t[2],
+                t3_us: t[3]
+            }),
+            (text, prop::collection::vec(any::<u8>(), 0..100))
+                .prop_map(|(format, data)| Message::Struct { format, data }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(session, first)| Message::LinesHello { session, first }),
+            any::<u64>().prop_map(|next| Message::LinesResume { next }),
+            (
+                any::<u64>(),
+                any::<bool>(),
+                prop::collection::vec(any::<u8>(), 0..100)
+            )
+                .prop_map(|(seq, partial, data)| Message::Line { seq, partial, data }),
+            any::<u64>().prop_map(|next| Message::LinesAck { next }),
+            any::<u64>().prop_map(|cookie| Message::Cookie { cookie }),
+            (any::<[u64; 4]>(), any::<[u32; 3]>()).prop_map(|(a, b)| Message::Report(Report {
+                received: a[0],
+                lost: a[1],
+                late: a[2],
+                concealed: a[3],
+                jitter_us: b[0],
+                level_us: b[1],
+                target_us: b[2],
+            })),
+            Just(Message::Bye),
             (any::<u16>(), text).prop_map(|(c, text)| Message::Error {
                 code: ErrorCode::from_code(c),
                 text

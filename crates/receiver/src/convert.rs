@@ -8,7 +8,7 @@
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{
-    Async, FixedAsync, Resampler, SincInterpolationParameters, SincInterpolationType,
+    Adjustable, Async, FixedAsync, Resampler, SincInterpolationParameters, SincInterpolationType,
     WindowFunction,
 };
 
@@ -22,6 +22,7 @@ pub struct Converter {
     in_channels: usize,
     out_channels: usize,
     ratio: f64,
+    relative: f64,
     resampler: Option<Async<f32>>,
     /// Channel-mapped input waiting for a whole resampler chunk.
     pending: Vec<f32>,
@@ -30,7 +31,14 @@ pub struct Converter {
     /// Output frames still to drop: the resampler's delay, so output lines up with input.
     trim: usize,
     frames_in: u64,
-    frames_out: u64,
+    /// Frames written to the output.
+    emitted: u64,
+    /// Frames the resampler produced (after the trim). While bypassing, its output is computed
+    /// but not used; when the ratio first leaves 1, output continues with resampled frame
+    /// number `emitted`, which lines up with the input the bypass had reached.
+    produced: u64,
+    /// True while the ratio is exactly 1 at equal rates: input passes through bit-exactly.
+    bypass: bool,
 }
 
 impl std::fmt::Debug for Converter {
@@ -44,20 +52,26 @@ impl std::fmt::Debug for Converter {
 }
 
 impl Converter {
-    /// A converter from `in_rate`/`in_channels` to `out_rate`/`out_channels`.
-    pub fn new(in_rate: u32, in_channels: u16, out_rate: u32, out_channels: u16) -> Result<Self> {
+    /// A converter from `in_rate`/`in_channels` to `out_rate`/`out_channels`. With `adjustable`
+    /// it always resamples, so [`Converter::set_ratio`] can steer it (drift control); otherwise
+    /// equal rates pass through untouched.
+    pub fn new(
+        in_rate: u32,
+        in_channels: u16,
+        out_rate: u32,
+        out_channels: u16,
+        adjustable: bool,
+    ) -> Result<Self> {
         if in_rate == 0 || out_rate == 0 || in_channels == 0 || out_channels == 0 {
             return Err(Error::Convert(format!(
                 "{in_channels} channels at {in_rate} Hz to {out_channels} channels at {out_rate} Hz"
             )));
         }
         let ratio = f64::from(out_rate) / f64::from(in_rate);
-        let (resampler, trim, scratch) = if in_rate == out_rate {
+        let (resampler, trim, scratch) = if in_rate == out_rate && !adjustable {
             (None, 0, Vec::new())
         } else {
-            let params = SincInterpolationParameters::new(128, WindowFunction::BlackmanHarris2)
-                .oversampling_factor(128)
-                .interpolation(SincInterpolationType::Cubic);
+            let params = sinc_params();
             let r = Async::<f32>::new_sinc(
                 ratio,
                 1.1,
@@ -67,7 +81,13 @@ impl Converter {
                 FixedAsync::Input,
             )
             .map_err(|e| Error::Convert(e.to_string()))?;
-            let trim = r.output_delay();
+            // At equal rates the output must line up with the input to the sample, so the
+            // bypass can hand over to the resampler seamlessly: measure the delay.
+            let trim = if in_rate == out_rate {
+                measured_delay()?
+            } else {
+                r.output_delay()
+            };
             let scratch = vec![0.0; r.output_frames_max() * usize::from(out_channels)];
             (Some(r), trim, scratch)
         };
@@ -75,39 +95,70 @@ impl Converter {
             in_channels: in_channels.into(),
             out_channels: out_channels.into(),
             ratio,
+            relative: 1.0,
             resampler,
             pending: Vec::new(),
             scratch,
             trim,
             frames_in: 0,
-            frames_out: 0,
+            emitted: 0,
+            produced: 0,
+            bypass: adjustable && in_rate == out_rate,
         })
+    }
+
+    /// Sets the ratio relative to the nominal one (1.0 ± 0.5 % for drift control). Ignored by a
+    /// converter made without `adjustable` and equal rates.
+    pub fn set_ratio(&mut self, relative: f64) -> Result<()> {
+        if (relative - self.relative).abs() < 1e-9 {
+            return Ok(());
+        }
+        if let Some(r) = self.resampler.as_mut() {
+            r.set_resample_ratio_relative(relative, true)
+                .map_err(|e| Error::Convert(e.to_string()))?;
+            self.relative = relative;
+            // From here on the resampler's output is used (for the rest of the stream).
+            self.bypass = false;
+        }
+        Ok(())
+    }
+
+    /// True when the stream's rate or channel count is changed on the way to the output.
+    pub fn changes_format(&self) -> bool {
+        self.in_channels != self.out_channels || (self.ratio - 1.0).abs() > 1e-12
     }
 
     /// True when the converter passes samples through unchanged.
     pub fn is_identity(&self) -> bool {
-        self.resampler.is_none() && self.in_channels == self.out_channels
+        (self.resampler.is_none() || self.bypass) && self.in_channels == self.out_channels
     }
 
     /// Converts interleaved `input` and appends what is ready to `out`.
     pub fn process(&mut self, input: &[f32], out: &mut Vec<f32>) -> Result<()> {
-        self.frames_in += (input.len() / self.in_channels) as u64;
+        let frames = (input.len() / self.in_channels) as u64;
+        self.frames_in += frames;
         if self.resampler.is_none() {
             map_channels(input, self.in_channels, self.out_channels, out);
+            self.emitted += frames;
             return Ok(());
         }
+        let start = self.pending.len();
         map_channels(
             input,
             self.in_channels,
             self.out_channels,
             &mut self.pending,
         );
+        if self.bypass {
+            out.extend_from_slice(&self.pending[start..]);
+            self.emitted += frames;
+        }
         self.run(out, false)
     }
 
     /// Flushes what is held back (the resampler's delay) at the end of the stream.
     pub fn flush(&mut self, out: &mut Vec<f32>) -> Result<()> {
-        if self.resampler.is_none() {
+        if self.resampler.is_none() || self.bypass {
             return Ok(());
         }
         self.run(out, true)
@@ -115,7 +166,7 @@ impl Converter {
 
     fn run(&mut self, out: &mut Vec<f32>, flush: bool) -> Result<()> {
         let ch = self.out_channels;
-        let expected_total = (self.frames_in as f64 * self.ratio).round() as u64;
+        let expected_total = (self.frames_in as f64 * self.ratio * self.relative).round() as u64;
         let Some(r) = self.resampler.as_mut() else {
             return Ok(());
         };
@@ -125,7 +176,7 @@ impl Converter {
             let need = r.input_frames_next();
             let have = self.pending.len() / ch;
             if have < need {
-                if !flush || self.frames_out >= expected_total {
+                if !flush || self.produced >= expected_total {
                     break;
                 }
                 self.pending.resize(need * ch, 0.0);
@@ -143,13 +194,53 @@ impl Converter {
             self.trim -= skip;
             let mut keep = made - skip;
             if flush {
-                keep = keep.min(expected_total.saturating_sub(self.frames_out) as usize);
+                keep = keep.min(expected_total.saturating_sub(self.produced) as usize);
             }
-            out.extend_from_slice(&self.scratch[skip * ch..(skip + keep) * ch]);
-            self.frames_out += keep as u64;
+            // Frames the output already has (passed through before the switch) are dropped.
+            let first = self.produced;
+            self.produced += keep as u64;
+            if !self.bypass && self.produced > self.emitted {
+                let from = (self.emitted.max(first) - first) as usize;
+                out.extend_from_slice(&self.scratch[(skip + from) * ch..(skip + keep) * ch]);
+                self.emitted = self.produced;
+            }
         }
         Ok(())
     }
+}
+
+fn sinc_params() -> SincInterpolationParameters {
+    SincInterpolationParameters::new(128, WindowFunction::BlackmanHarris2)
+        .oversampling_factor(128)
+        .interpolation(SincInterpolationType::Cubic)
+}
+
+/// The true delay of the sinc resampler at ratio 1, in frames: where an impulse comes out.
+/// (The reported `output_delay` can be off by a frame; a seamless hand-over needs it exact.)
+fn measured_delay() -> Result<usize> {
+    let err = |e: &dyn std::fmt::Display| Error::Convert(e.to_string());
+    let mut r = Async::<f32>::new_sinc(1.0, 1.1, &sinc_params(), CHUNK, 1, FixedAsync::Input)
+        .map_err(|e| err(&e))?;
+    let mut input = vec![0.0f32; CHUNK];
+    input[0] = 1.0;
+    let mut scratch = vec![0.0f32; r.output_frames_max()];
+    let mut response = Vec::new();
+    for _ in 0..4 {
+        let inp = InterleavedSlice::new(&input[..], 1, CHUNK).map_err(|e| err(&e))?;
+        let frames = scratch.len();
+        let mut outp =
+            InterleavedSlice::new_mut(&mut scratch[..], 1, frames).map_err(|e| err(&e))?;
+        let (_, made) = r
+            .process_into_buffer(&inp, &mut outp, None)
+            .map_err(|e| err(&e))?;
+        response.extend_from_slice(&scratch[..made]);
+        input[0] = 0.0;
+    }
+    Ok(response
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        .map_or(0, |(i, _)| i))
 }
 
 /// Appends `input` (interleaved, `from` channels) mapped to `to` channels.
@@ -219,7 +310,7 @@ mod tests {
 
     #[test]
     fn identity_passes_samples_bit_exactly() {
-        let mut c = Converter::new(48_000, 2, 48_000, 2).unwrap();
+        let mut c = Converter::new(48_000, 2, 48_000, 2, false).unwrap();
         assert!(c.is_identity());
         let input = sine(48_000, 1000.0, 960);
         let mut out = Vec::new();
@@ -231,7 +322,7 @@ mod tests {
     #[test]
     fn resampling_44k1_to_48k_keeps_length_and_a_clean_sine() {
         let input = sine(44_100, 997.0, 44_100);
-        let mut c = Converter::new(44_100, 1, 48_000, 1).unwrap();
+        let mut c = Converter::new(44_100, 1, 48_000, 1, false).unwrap();
         let mut out = Vec::new();
         // Feed in uneven 441-frame pieces, as frames arrive.
         for piece in input.chunks(441) {
@@ -251,6 +342,48 @@ mod tests {
             "{} vs {expect}",
             out[t]
         );
+    }
+
+    #[test]
+    fn an_adjustable_converter_at_ratio_one_is_transparent_and_follows_a_ratio() {
+        let input = sine(48_000, 997.0, 48_000);
+        let mut c = Converter::new(48_000, 1, 48_000, 1, true).unwrap();
+        let mut out = Vec::new();
+        for piece in input.chunks(480) {
+            c.process(piece, &mut out).unwrap();
+        }
+        c.flush(&mut out).unwrap();
+        assert_eq!(
+            out, input,
+            "at ratio exactly 1 the samples pass through bit-exactly"
+        );
+        // Leaving ratio 1 mid-stream switches to the resampler without a step or a gap.
+        let mut c = Converter::new(48_000, 1, 48_000, 1, true).unwrap();
+        let mut out = Vec::new();
+        for (i, piece) in input.chunks(480).enumerate() {
+            if i == 50 {
+                c.set_ratio(1.001).unwrap();
+            }
+            c.process(piece, &mut out).unwrap();
+        }
+        assert_eq!(out[..24_000], input[..24_000]);
+        let max_step = out
+            .windows(2)
+            .map(|w| (w[1] - w[0]).abs())
+            .fold(0.0, f32::max);
+        // A 997 Hz sine at 0.5 moves at most 0.066 per sample.
+        assert!(max_step < 0.07, "largest step {max_step}");
+        let snr = snr_db(&out[24_000..], 48_000, 997.0 / 1.001);
+        assert!(snr > 60.0, "SNR after the switch: {snr:.1} dB");
+        // 0.5 % faster playback of the same input: 0.5 % more output samples.
+        let mut c = Converter::new(48_000, 1, 48_000, 1, true).unwrap();
+        c.set_ratio(1.005).unwrap();
+        let mut out = Vec::new();
+        for piece in input.chunks(480) {
+            c.process(piece, &mut out).unwrap();
+        }
+        c.flush(&mut out).unwrap();
+        assert_eq!(out.len(), 48_240);
     }
 
     #[test]

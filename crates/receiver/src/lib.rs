@@ -11,14 +11,20 @@
 //! - [`player`]: the edge that owns the socket and the clock and ties the rest together.
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod convert;
 pub mod device;
 pub mod error;
+pub mod jitter;
+pub mod link;
 pub mod playback;
 pub mod player;
+pub mod playout;
 pub mod session;
 pub mod stats;
+pub mod udp;
 pub mod wav;
 
 pub use error::{Error, Result};
-pub use player::{Output, PlayerConfig, Summary, play};
+pub use link::Transport;
+pub use player::{Output, PlayerConfig, StatsMode, Summary, play};

@@ -34,17 +34,33 @@ pub struct Shared {
     /// Other errors the backend reported. ALSA's pulse plugin, for one, reports a burst of I/O
     /// errors before its first timing update while playing perfectly, so these are only logged.
     pub backend_errors: AtomicU64,
+    /// The most samples the output asked for in one callback (sets how much the feeder keeps
+    /// queued).
+    pub callback_samples: AtomicU64,
+    /// The resampling ratio, as `f64` bits, for an output that applies it itself (the null
+    /// clock consumes `1 / ratio` as fast).
+    pub ratio_bits: AtomicU64,
 }
 
 impl Shared {
     /// A fresh state behind an `Arc`.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        let s = Self::default();
+        s.ratio_bits.store(1.0f64.to_bits(), Ordering::Relaxed);
+        Arc::new(s)
+    }
+
+    /// The ratio the null clock applies.
+    pub fn ratio(&self) -> f64 {
+        f64::from_bits(self.ratio_bits.load(Ordering::Relaxed))
     }
 }
 
 /// Fills `out` from the ring and pads with silence. Real-time safe.
 pub fn render(cons: &mut HeapCons<f32>, out: &mut [f32], shared: &Shared) {
+    shared
+        .callback_samples
+        .fetch_max(out.len() as u64, Ordering::Relaxed);
     if !shared.started.load(Ordering::Acquire) {
         out.fill(0.0);
         return;
@@ -71,11 +87,13 @@ pub struct NullClock {
 }
 
 impl NullClock {
-    /// Starts consuming `samples_per_period` samples every `period`.
+    /// Starts consuming `rate` sample frames of `channels` samples per second, one `period` at
+    /// a time (fractions carried over, so the clock is exact).
     pub fn start(
         mut cons: HeapCons<f32>,
         shared: Arc<Shared>,
-        samples_per_period: usize,
+        rate: u32,
+        channels: u16,
         period: Duration,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -83,11 +101,18 @@ impl NullClock {
         let thread = thread::Builder::new()
             .name("null output".into())
             .spawn(move || {
-                let mut buf = vec![0.0f32; samples_per_period.max(1)];
+                let ch = usize::from(channels.max(1));
+                let per = f64::from(rate) * period.as_secs_f64();
+                let mut buf = vec![0.0f32; (per as usize + 1) * 2 * ch];
                 let start = Instant::now();
                 let mut k: u32 = 0;
+                let mut owed = 0.0f64;
                 while !stop2.load(Ordering::Relaxed) {
-                    render(&mut cons, &mut buf, &shared);
+                    // A device resampling by `ratio` takes `1 / ratio` as many input samples.
+                    owed += per / shared.ratio();
+                    let frames = (owed as usize).min(buf.len() / ch);
+                    owed -= frames as f64;
+                    render(&mut cons, &mut buf[..frames * ch], &shared);
                     k = k.wrapping_add(1);
                     let due = start + period * k;
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {

@@ -1,21 +1,22 @@
-//! The player's edge: the socket, the clock and the outputs.
+//! The player's edge: the link, the clock and the outputs.
 //!
-//! It connects, sends `Hello` (asking the sender for a pre-roll equal to the target latency),
-//! feeds every received byte to the sans-IO [`Session`], and for each `Audio` event writes the
-//! samples to the WAV recorder (exactly as received) and, converted to the output's rate and
-//! channels, into the ring that the output consumes. Playback starts once the ring holds the
-//! target latency. At `End` it plays out what is buffered and returns a [`Summary`].
+//! It connects (TCP, or UDP with a cookie handshake), asking the sender for a pre-roll equal to
+//! the starting target latency, and feeds every frame into [`Playout`] (jitter buffer and level
+//! controller). A feeding loop keeps the output's ring topped up to a small low-water mark: each
+//! frame the playout hands out goes to the WAV recorder (exactly as received, or concealed in
+//! place of a lost one), and, resampled by the controller's ratio and converted to the output's
+//! rate and channels, into the ring that the output consumes. At `End` it plays out what is
+//! buffered and returns a [`Summary`].
 
 use std::fmt;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use audiowire_protocol::{Audio, DEFAULT_MAX_FRAME_LEN, StreamInfo};
+use audiowire_protocol::{Report, StreamInfo};
 use ringbuf::traits::{Observer, Producer, Split};
 use ringbuf::{HeapProd, HeapRb};
 use tracing::{info, warn};
@@ -23,13 +24,20 @@ use tracing::{info, warn};
 use crate::convert::Converter;
 use crate::device::{Chosen, DeviceOutput};
 use crate::error::{Error, Result};
+use crate::jitter::{Popped, TargetPolicy};
+use crate::link::{Link, Transport};
 use crate::playback::{NullClock, Shared};
-use crate::session::{Event, Session, SessionError};
+use crate::playout::{Playout, PlayoutStats};
+use crate::session::Event;
 use crate::stats::LatencyStats;
 use crate::wav::WavRecorder;
 
-/// The default target latency (see README: "Latency").
+/// The default starting target latency (see README: "Latency").
 pub const DEFAULT_LATENCY: Duration = Duration::from_millis(50);
+/// The default lowest adaptive target.
+pub const DEFAULT_LATENCY_MIN: Duration = Duration::from_millis(20);
+/// The default highest adaptive target.
+pub const DEFAULT_LATENCY_MAX: Duration = Duration::from_secs(1);
 
 /// Where the audio goes besides an optional WAV file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,39 +48,75 @@ pub enum Output {
     Null,
 }
 
+/// How stats are shown while playing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatsMode {
+    /// Only the summary at the end.
+    #[default]
+    Off,
+    /// A status line on stderr, rewritten twice a second.
+    Line,
+    /// A JSON object per line on stdout, twice a second.
+    Json,
+}
+
 /// How to play.
 #[derive(Debug, Clone)]
 pub struct PlayerConfig {
     /// `HOST:PORT` of the sender.
     pub addr: String,
-    /// Target latency: how much audio is buffered before playback starts.
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// Starting target latency (and the pre-roll asked of the sender).
     pub latency: Duration,
+    /// True: the target stays at `latency`. False: it adapts within the bounds below.
+    pub pinned: bool,
+    /// Lowest adaptive target.
+    pub latency_min: Duration,
+    /// Highest adaptive target.
+    pub latency_max: Duration,
     /// The output.
     pub output: Output,
-    /// A WAV file to write the received samples to.
+    /// A WAV file to write the stream to (received frames exactly, lost ones concealed).
     pub record: Option<PathBuf>,
     /// Open the device at this rate instead of the stream's (the player converts).
     pub device_rate: Option<u32>,
     /// Open the device with this many channels instead of the stream's (the player maps them).
     pub device_channels: Option<u16>,
-    /// Longest wait for the connection to open.
+    /// Longest wait for the connection (TCP) or the first answer (UDP).
     pub connect_timeout: Duration,
     /// Longest silence from the sender before giving up.
     pub silence_timeout: Duration,
+    /// Live stats.
+    pub stats: StatsMode,
 }
 
 impl PlayerConfig {
-    /// Defaults: 50 ms latency, the default device, 5 s to connect, 10 s of silence tolerated.
+    /// Defaults: TCP, adaptive latency from 50 ms within 20 ms–1 s, the default device, 5 s to
+    /// connect, 10 s of silence tolerated.
     pub fn new(addr: impl Into<String>) -> Self {
         Self {
             addr: addr.into(),
+            transport: Transport::Tcp,
             latency: DEFAULT_LATENCY,
+            pinned: false,
+            latency_min: DEFAULT_LATENCY_MIN,
+            latency_max: DEFAULT_LATENCY_MAX,
             output: Output::Device(None),
             record: None,
             device_rate: None,
             device_channels: None,
             connect_timeout: Duration::from_secs(5),
             silence_timeout: Duration::from_secs(10),
+            stats: StatsMode::Off,
+        }
+    }
+
+    fn policy(&self) -> TargetPolicy {
+        if self.pinned {
+            TargetPolicy::fixed(self.latency)
+        } else {
+            TargetPolicy::adaptive(self.latency_min, self.latency, self.latency_max)
         }
     }
 }
@@ -82,20 +126,18 @@ impl PlayerConfig {
 pub struct Summary {
     /// The stream as announced.
     pub info: StreamInfo,
-    /// Sample frames received.
-    pub received_frames: u64,
-    /// `Audio` messages received.
-    pub messages: u64,
-    /// Underruns (callbacks that found the buffer short mid-stream).
-    pub underruns: u64,
-    /// Samples of silence those underruns inserted.
-    pub missing_samples: u64,
+    /// Sample frames handed to the output (received and concealed).
+    pub frames_out: u64,
+    /// Playout counters and state at the end.
+    pub playout: PlayoutStats,
+    /// Callbacks that found the output's ring short mid-stream.
+    pub ring_underruns: u64,
     /// Underruns the device itself reported (xruns).
     pub device_xruns: u64,
+    /// Datagrams dropped as malformed (UDP).
+    pub malformed: u64,
     /// Per-frame latency, sender's schedule to the speaker.
     pub latency: LatencyStats,
-    /// The target latency.
-    pub target: Duration,
     /// The device's own delay, last reported.
     pub device_delay: Duration,
     /// The output's description.
@@ -106,36 +148,65 @@ pub struct Summary {
     pub interrupted: bool,
 }
 
+impl Summary {
+    /// Underruns of every kind: the jitter buffer running empty and the ring running dry.
+    pub fn underruns(&self) -> u64 {
+        self.playout.jitter.underruns + self.ring_underruns
+    }
+}
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.received_frames as f64 / f64::from(self.info.sample_rate);
+        let secs = self.frames_out as f64 / f64::from(self.info.sample_rate);
+        let j = &self.playout.jitter;
+        let u = self.underruns();
         write!(
             f,
-            "{} {secs:.2} s ({} frames, {} Hz {} ch {}) to {} · {} underrun{}",
+            "{} {secs:.2} s ({} frames, {} Hz {} ch {}) to {} · {u} underrun{}",
             if self.interrupted {
                 "stopped after"
             } else {
                 "played"
             },
-            self.messages,
+            j.received,
             self.info.sample_rate,
             self.info.channels,
             self.info.format,
             self.output,
-            self.underruns,
-            if self.underruns == 1 { "" } else { "s" },
+            if u == 1 { "" } else { "s" },
         )?;
+        if u > 0 {
+            write!(
+                f,
+                " (buffer ran empty {}×, output ring ran short {}×)",
+                j.underruns, self.ring_underruns
+            )?;
+        }
+        if j.lost + j.late + j.duplicated > 0 {
+            write!(
+                f,
+                " · {} lost, {} late, {} duplicated, {} concealed",
+                j.lost, j.late, j.duplicated, j.concealed
+            )?;
+        }
         match (self.latency.quantile_ms(0.5), self.latency.max_ms()) {
             (Some(p50), Some(max)) => write!(
                 f,
-                " · latency {p50:.1} ms median, {max:.1} ms max (target {} ms + device {:.1} ms)",
-                self.target.as_millis(),
-                self.device_delay.as_secs_f64() * 1000.0
+                " · latency {p50:.1} ms median, {max:.1} ms max (buffer {:.1} ms, target {:.1} ms, device {:.1} ms)",
+                self.playout.level * 1e3,
+                self.playout.target * 1e3,
+                self.device_delay.as_secs_f64() * 1e3
             )?,
-            _ => write!(f, " · latency n/a (stream shorter than the buffer)")?,
+            _ => write!(f, " · latency n/a")?,
+        }
+        if self.playout.drift_ppm.abs() >= 1.0 {
+            write!(f, " · drift {:+.0} ppm", self.playout.drift_ppm)?;
         }
         if self.device_xruns > 0 {
             write!(f, " · {} device xruns", self.device_xruns)?;
+        }
+        if self.malformed > 0 {
+            write!(f, " · {} malformed datagrams", self.malformed)?;
         }
         if let Some(p) = &self.recorded {
             write!(f, " · wrote {}", p.display())?;
@@ -150,60 +221,24 @@ fn unix_micros() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-fn connect(config: &PlayerConfig) -> Result<TcpStream> {
-    let fail = |reason: String| Error::Connect {
-        addr: config.addr.clone(),
-        reason,
-    };
-    let addrs: Vec<_> = config
-        .addr
-        .to_socket_addrs()
-        .map_err(|e| {
-            fail(format!(
-                "cannot resolve the address ({e}); expected HOST:PORT"
-            ))
-        })?
-        .collect();
-    let mut last = fail("the name resolved to no address".into());
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, config.connect_timeout) {
-            Ok(s) => return Ok(s),
-            Err(e) => {
-                last = fail(match e.kind() {
-                    ErrorKind::ConnectionRefused => {
-                        "connection refused (is `audiowire send` running there?)".into()
-                    }
-                    ErrorKind::TimedOut | ErrorKind::WouldBlock => format!(
-                        "timed out after {} s (check the address and any firewall)",
-                        config.connect_timeout.as_secs()
-                    ),
-                    _ => e.to_string(),
-                })
-            }
-        }
-    }
-    Err(last)
-}
-
-/// The output side: ring producer, converter and the thing consuming the ring.
+/// The output side: playout, converter, ring and whatever consumes the ring.
 struct Pipeline {
     info: StreamInfo,
+    playout: Playout,
     recorder: Option<WavRecorder>,
     prod: HeapProd<f32>,
     shared: Arc<Shared>,
     converter: Converter,
-    out_rate: u32,
-    out_channels: u16,
-    target_samples: usize,
-    target: Duration,
+    per_sec: f64,
     floats: Vec<f32>,
     converted: Vec<f32>,
     latency: LatencyStats,
     description: String,
-    _device: Option<DeviceOutput>,
+    device: Option<DeviceOutput>,
     _null: Option<NullClock>,
-    received_frames: u64,
-    messages: u64,
+    frames_out: u64,
+    fade_in: bool,
+    finished: bool,
 }
 
 impl Pipeline {
@@ -227,10 +262,17 @@ impl Pipeline {
             .map_or((info.sample_rate, info.channels), |c| {
                 (c.rate(), c.channels())
             });
-        let converter = Converter::new(info.sample_rate, info.channels, out_rate, out_channels)?;
-        let per_sec = out_rate as usize * usize::from(out_channels);
-        let target_samples = (config.latency.as_secs_f64() * per_sec as f64) as usize;
-        let capacity = 2 * target_samples + per_sec;
+        // A device always goes through the resampler, so drift control can steer it; the null
+        // clock applies the ratio itself.
+        let converter = Converter::new(
+            info.sample_rate,
+            info.channels,
+            out_rate,
+            out_channels,
+            chosen.is_some(),
+        )?;
+        let per_sec = f64::from(out_rate) * f64::from(out_channels);
+        let capacity = (per_sec * (config.latency_max.as_secs_f64() + 1.0)) as usize;
         let (prod, cons) = HeapRb::<f32>::new(capacity).split();
         let shared = Shared::new();
         let (device, null, description) = match chosen {
@@ -241,19 +283,19 @@ impl Pipeline {
                     c.rate(),
                     c.channels(),
                     c.sample_format(),
-                    if converter.is_identity() {
-                        ""
-                    } else {
+                    if converter.changes_format() {
                         ", converted"
+                    } else {
+                        ""
                     }
                 );
                 (Some(c.start(cons, Arc::clone(&shared))?), None, desc)
             }
             None => {
                 let period = Duration::from_millis(10);
-                let spp = (per_sec as f64 * period.as_secs_f64()) as usize;
-                let clock = NullClock::start(cons, Arc::clone(&shared), spp, period)
-                    .map_err(|e| Error::Device(format!("cannot start the null output: {e}")))?;
+                let clock =
+                    NullClock::start(cons, Arc::clone(&shared), out_rate, out_channels, period)
+                        .map_err(|e| Error::Device(format!("cannot start the null output: {e}")))?;
                 (None, Some(clock), "no device".to_string())
             }
         };
@@ -263,102 +305,150 @@ impl Pipeline {
         );
         Ok(Self {
             info,
+            playout: Playout::new(info, config.policy()),
             recorder,
             prod,
             shared,
             converter,
-            out_rate,
-            out_channels,
-            target_samples,
-            target: config.latency,
+            per_sec,
             floats: Vec::new(),
             converted: Vec::new(),
             latency: LatencyStats::default(),
             description,
-            _device: device,
+            device,
             _null: null,
-            received_frames: 0,
-            messages: 0,
+            frames_out: 0,
+            fade_in: false,
+            finished: false,
         })
     }
 
-    fn samples_per_sec(&self) -> f64 {
-        f64::from(self.out_rate) * f64::from(self.out_channels)
+    /// Seconds of audio queued in the ring.
+    fn downstream(&self) -> f64 {
+        self.prod.occupied_len() as f64 / self.per_sec
     }
 
-    /// Takes one frame: records it, converts it and queues it for the output.
-    fn push(&mut self, audio: &Audio, shutdown: &AtomicBool) -> Result<()> {
-        if let Some(r) = self.recorder.as_mut() {
-            r.write(&audio.payload)?;
-        }
-        self.messages += 1;
-        self.received_frames += (audio.payload.len() / self.info.bytes_per_frame()) as u64;
-        self.floats.clear();
-        self.info
-            .format
-            .decode_floats(&audio.payload, &mut self.floats);
-        self.converted.clear();
-        self.converter.process(&self.floats, &mut self.converted)?;
-        if self.shared.started.load(Ordering::Acquire) {
-            let queued = self.prod.occupied_len() as f64 / self.samples_per_sec();
-            let device = self.shared.device_delay_ns.load(Ordering::Relaxed) as f64 / 1e9;
-            let at = unix_micros() + ((queued + device) * 1e6) as i64;
-            self.latency.record(at - audio.timestamp_us as i64);
-        }
-        self.enqueue(shutdown)
-    }
-
-    /// Moves `converted` into the ring, waiting while it is full (the output drains it in real
-    /// time). Bounded: an output that stops consuming is an error after 5 s.
-    fn enqueue(&mut self, shutdown: &AtomicBool) -> Result<()> {
-        let mut rest: &[f32] = &self.converted;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !rest.is_empty() {
-            let n = self.prod.push_slice(rest);
-            rest = &rest[n..];
-            if !self.shared.started.load(Ordering::Relaxed)
-                && self.prod.occupied_len() >= self.target_samples
-            {
-                self.shared.started.store(true, Ordering::Release);
-            }
-            if rest.is_empty() || shutdown.load(Ordering::Relaxed) {
+    /// Moves frames to the output's ring. Frames that are here go at once, so the buffered
+    /// audio sits in the ring, where a busy machine delaying this thread cannot starve the
+    /// device. A missing frame is waited for until the ring is down to its low-water mark
+    /// (the output's largest callback, which it takes whole, plus 5 ms for this thread's 2 ms
+    /// wake-ups and scheduling slack; at least 10 ms); only then is it concealed, or the buffer
+    /// stalls.
+    fn fill(&mut self, now: Duration) -> Result<()> {
+        let callback = self.shared.callback_samples.load(Ordering::Relaxed) as f64 / self.per_sec;
+        let low_water = (callback + 0.005).max(0.010);
+        let frame = f64::from(self.info.samples_per_frame) / f64::from(self.info.sample_rate);
+        // Bounded: each pass hands out a frame or stops.
+        for _ in 0..10_000 {
+            let room = self.prod.vacant_len() as f64 / self.per_sec;
+            if self.finished || room < 2.0 * frame {
                 break;
             }
-            if Instant::now() > deadline {
-                return Err(Error::Device(format!(
-                    "the output {} stopped consuming audio",
-                    self.description
-                )));
+            let downstream = self.downstream();
+            let urgent = downstream < low_water;
+            match self.playout.next_when(now, downstream, urgent) {
+                Popped::Frame {
+                    payload,
+                    timestamp_us,
+                    ..
+                } => {
+                    if let Some(r) = self.recorder.as_mut() {
+                        r.write(&payload)?;
+                    }
+                    self.frames_out += (payload.len() / self.info.bytes_per_frame()) as u64;
+                    if let Some(ts) = timestamp_us {
+                        let device =
+                            self.shared.device_delay_ns.load(Ordering::Relaxed) as f64 / 1e9;
+                        let at = unix_micros() + ((downstream + device) * 1e6) as i64;
+                        self.latency.record(at - ts as i64);
+                    }
+                    self.output(&payload, false)?;
+                }
+                Popped::Stall { payload } => self.output(&payload, true)?,
+                Popped::Waiting => break,
+                Popped::Ended => {
+                    self.converted.clear();
+                    self.converter.flush(&mut self.converted)?;
+                    self.enqueue();
+                    self.shared.ended.store(true, Ordering::Release);
+                    self.shared.started.store(true, Ordering::Release);
+                    self.finished = true;
+                }
             }
-            // The ring is full and playback is running: the output makes room in real time.
+        }
+        // The output starts once a whole pass is queued, not between the first frames.
+        if self.frames_out > 0 {
             self.shared.started.store(true, Ordering::Release);
-            thread::sleep(Duration::from_millis(2));
         }
         Ok(())
     }
 
-    /// Flushes the converter and plays out everything buffered (bounded in time).
-    fn finish(&mut self, shutdown: &AtomicBool) -> Result<()> {
+    /// Converts one frame for the output and queues it. After a stall the next frame fades in
+    /// over 2.5 ms on the way to the device (the recording keeps the exact samples).
+    fn output(&mut self, payload: &[u8], stall: bool) -> Result<()> {
+        self.floats.clear();
+        self.info.format.decode_floats(payload, &mut self.floats);
+        if self.fade_in && !stall {
+            let ch = usize::from(self.info.channels);
+            let n =
+                ((f64::from(self.info.sample_rate) * 0.0025) as usize).min(self.floats.len() / ch);
+            for i in 0..n {
+                let g = i as f32 / n as f32;
+                for c in 0..ch {
+                    self.floats[i * ch + c] *= g;
+                }
+            }
+        }
+        self.fade_in = stall;
+        let ratio = self.playout.ratio();
+        self.converter.set_ratio(ratio)?;
+        self.shared
+            .ratio_bits
+            .store(ratio.to_bits(), Ordering::Relaxed);
         self.converted.clear();
-        self.converter.flush(&mut self.converted)?;
-        self.enqueue(shutdown)?;
-        self.shared.ended.store(true, Ordering::Release);
-        self.shared.started.store(true, Ordering::Release);
-        let buffered = self.prod.occupied_len() as f64 / self.samples_per_sec();
-        let deadline = Instant::now() + Duration::from_secs_f64(buffered + 3.0);
+        self.converter.process(&self.floats, &mut self.converted)?;
+        self.enqueue();
+        Ok(())
+    }
+
+    fn enqueue(&mut self) {
+        // The ring holds the largest target plus a second: a frame always fits.
+        let n = self.prod.push_slice(&self.converted);
+        if n < self.converted.len() {
+            warn!(
+                "output ring full: {} samples dropped",
+                self.converted.len() - n
+            );
+        }
+    }
+
+    /// Waits (bounded) for the output to play what is queued.
+    fn drain(&self, shutdown: &AtomicBool) {
+        let deadline = Instant::now() + Duration::from_secs_f64(self.downstream() + 3.0);
         while self.prod.occupied_len() > 0 && Instant::now() < deadline {
             if shutdown.load(Ordering::Relaxed) {
-                return Ok(());
+                return;
             }
             thread::sleep(Duration::from_millis(5));
         }
-        // The last samples are in the device; give it its own delay to play them.
         let device = Duration::from_nanos(self.shared.device_delay_ns.load(Ordering::Relaxed));
         thread::sleep(device.min(Duration::from_millis(500)) + Duration::from_millis(20));
-        Ok(())
     }
 
-    fn summary(&mut self, interrupted: bool) -> Result<Summary> {
+    fn report(&self) -> Report {
+        let s = self.playout.stats();
+        Report {
+            received: s.jitter.received,
+            lost: s.jitter.lost,
+            late: s.jitter.late,
+            concealed: s.jitter.concealed,
+            jitter_us: s.jitter.jitter_us.min(u64::from(u32::MAX)) as u32,
+            level_us: (s.level * 1e6).clamp(0.0, f64::from(u32::MAX)) as u32,
+            target_us: (s.target * 1e6).clamp(0.0, f64::from(u32::MAX)) as u32,
+        }
+    }
+
+    fn summary(&mut self, link: &Link, interrupted: bool) -> Result<Summary> {
         if let Some(r) = self.recorder.as_mut() {
             r.finalize()?;
         }
@@ -368,117 +458,200 @@ impl Pipeline {
         }
         Ok(Summary {
             info: self.info,
-            received_frames: self.received_frames,
-            messages: self.messages,
-            underruns: self.shared.underruns.load(Ordering::Relaxed),
-            missing_samples: self.shared.missing_samples.load(Ordering::Relaxed),
+            frames_out: self.frames_out,
+            playout: self.playout.stats(),
+            ring_underruns: self.shared.underruns.load(Ordering::Relaxed),
             device_xruns: self.shared.device_xruns.load(Ordering::Relaxed),
+            malformed: link.malformed(),
             latency: self.latency.clone(),
-            target: self.target,
             device_delay: Duration::from_nanos(self.shared.device_delay_ns.load(Ordering::Relaxed)),
             output: self.description.clone(),
             recorded: self.recorder.as_ref().map(|r| r.path().to_path_buf()),
             interrupted,
         })
     }
+
+    fn stats_line(&self, mode: StatsMode) {
+        let s = self.playout.stats();
+        let j = s.jitter;
+        let underruns = j.underruns + self.shared.underruns.load(Ordering::Relaxed);
+        match mode {
+            StatsMode::Off => {}
+            StatsMode::Line => {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(
+                    err,
+                    "\r{:7.1} s · recv {} · lost {} · late {} · dup {} · concealed {} · underruns {} · buffer {:5.1} ms / target {:5.1} ms · jitter {:4.1} ms · drift {:+5.0} ppm ",
+                    self.frames_out as f64 / f64::from(self.info.sample_rate),
+                    j.received,
+                    j.lost,
+                    j.late,
+                    j.duplicated,
+                    j.concealed,
+                    underruns,
+                    s.level * 1e3,
+                    s.target * 1e3,
+                    j.jitter_us as f64 / 1e3,
+                    s.drift_ppm
+                );
+                let _ = err.flush();
+            }
+            StatsMode::Json => {
+                println!(
+                    "{{\"t\":{:.3},\"received\":{},\"lost\":{},\"late\":{},\"duplicated\":{},\"concealed\":{},\"underruns\":{},\"buffer_ms\":{:.2},\"target_ms\":{:.2},\"jitter_ms\":{:.2},\"drift_ppm\":{:.1},\"ratio\":{:.6}}}",
+                    self.frames_out as f64 / f64::from(self.info.sample_rate),
+                    j.received,
+                    j.lost,
+                    j.late,
+                    j.duplicated,
+                    j.concealed,
+                    underruns,
+                    s.level * 1e3,
+                    s.target * 1e3,
+                    j.jitter_us as f64 / 1e3,
+                    s.drift_ppm,
+                    s.ratio
+                );
+            }
+        }
+    }
 }
 
 /// Plays one stream from `config.addr` to the end (or until `shutdown` is set).
 pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
-    let addr = config.addr.clone();
+    let addr = config.addr.as_str();
     if let Output::Device(name) = &config.output {
         crate::device::probe(name.as_deref())?;
     }
-    let mut stream = connect(config)?;
-    let lost = |e: std::io::Error| Error::Connection {
-        addr: addr.clone(),
-        reason: format!("failed: {e}"),
-    };
-    stream.set_nodelay(true).map_err(lost)?;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .map_err(lost)?;
     let client = concat!("audiowire-play/", env!("CARGO_PKG_VERSION"));
-    stream
-        .write_all(&Session::hello(client, config.latency.as_millis() as u64))
-        .map_err(lost)?;
-
-    let mut session = Session::new(DEFAULT_MAX_FRAME_LEN);
+    let mut link = Link::open(
+        addr,
+        config.transport,
+        config.connect_timeout,
+        client,
+        config.latency.as_millis() as u64,
+    )?;
+    let clock = Instant::now();
     let mut pipeline: Option<Pipeline> = None;
     let mut events = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
     let mut last_data = Instant::now();
-    let protocol = |e: SessionError| Error::Protocol {
-        addr: addr.clone(),
-        reason: e.to_string(),
-    };
+    let mut last_report = Instant::now();
+    let mut last_stats = Instant::now();
     let mut interrupted = false;
-    while !session.is_ended() {
+    let mut ended = false;
+    loop {
         if shutdown.load(Ordering::Relaxed) {
             interrupted = true;
             break;
         }
-        match stream.read(&mut buf) {
-            Ok(0) => {
-                return Err(Error::Connection {
-                    addr,
-                    reason: format!(
-                        "was closed by the sender {}",
-                        if pipeline.is_some() {
-                            "mid-stream, before End"
-                        } else {
-                            "before the stream started"
-                        }
-                    ),
-                });
-            }
-            Ok(n) => {
-                last_data = Instant::now();
-                session.receive(&buf[..n], &mut events).map_err(protocol)?;
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if last_data.elapsed() > config.silence_timeout {
-                    return Err(Error::Connection {
-                        addr,
-                        reason: format!(
-                            "went silent: nothing received for {} s",
-                            config.silence_timeout.as_secs()
-                        ),
-                    });
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(lost(e)),
+        let wait = if pipeline.is_some() { 2 } else { 50 };
+        let open = link.poll(
+            addr,
+            clock.elapsed(),
+            Duration::from_millis(wait),
+            &mut events,
+        )?;
+        let now = clock.elapsed();
+        if !events.is_empty() {
+            last_data = Instant::now();
         }
         for event in events.drain(..) {
             match event {
-                Event::Info(info) => pipeline = Some(Pipeline::new(info, config)?),
-                Event::Audio(a) => {
-                    if let Some(p) = pipeline.as_mut() {
-                        p.push(&a, shutdown)?;
+                Event::Info(info) => {
+                    if pipeline.is_none() {
+                        pipeline = Some(Pipeline::new(info, config)?);
                     }
                 }
-                Event::End { .. } => {}
+                Event::Audio(a) => {
+                    if let Some(p) = pipeline.as_mut() {
+                        p.playout.push(a, now);
+                    }
+                }
+                Event::End { position } => {
+                    ended = true;
+                    if let Some(p) = pipeline.as_mut() {
+                        p.playout.end(position);
+                    }
+                }
                 Event::SenderError(text) => return Err(Error::Sender(text)),
             }
         }
+        if !open && !ended {
+            return Err(Error::Connection {
+                addr: addr.to_string(),
+                reason: format!(
+                    "was closed by the sender {}",
+                    if pipeline.is_some() {
+                        "mid-stream, before End"
+                    } else {
+                        "before the stream started"
+                    }
+                ),
+            });
+        }
+        let Some(p) = pipeline.as_mut() else {
+            if !link.is_subscribed() && last_data.elapsed() > config.connect_timeout {
+                return Err(Error::Connect {
+                    addr: addr.to_string(),
+                    reason: format!(
+                        "no answer within {} s (is `audiowire send --transport udp` running there?)",
+                        config.connect_timeout.as_secs()
+                    ),
+                });
+            }
+            continue;
+        };
+        p.fill(now)?;
+        if p.finished {
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_millis(500) {
+            last_report = Instant::now();
+            link.report(p.report());
+        }
+        if config.stats != StatsMode::Off && last_stats.elapsed() >= Duration::from_millis(500) {
+            last_stats = Instant::now();
+            p.stats_line(config.stats);
+        }
+        if last_data.elapsed() > config.silence_timeout {
+            if ended || config.transport == Transport::Udp && p.info.total_frames.is_some() {
+                // The End (or the last frames) went missing: conceal up to the known length.
+                let end = p.info.total_frames.unwrap_or(0);
+                p.playout.end(end);
+                ended = true;
+                last_data = Instant::now();
+                continue;
+            }
+            return Err(Error::Connection {
+                addr: addr.to_string(),
+                reason: format!(
+                    "went silent: nothing received for {} s",
+                    config.silence_timeout.as_secs()
+                ),
+            });
+        }
     }
+    link.bye();
     let Some(mut p) = pipeline else {
         return Err(Error::Connection {
-            addr,
+            addr: addr.to_string(),
             reason: "ended before the stream started".into(),
         });
     };
     if !interrupted {
-        p.finish(shutdown)?;
+        p.drain(shutdown);
         interrupted = shutdown.load(Ordering::Relaxed);
     }
-    let summary = p.summary(interrupted)?;
-    if summary.underruns > 0 {
+    if config.stats == StatsMode::Line {
+        p.stats_line(StatsMode::Line);
+        eprintln!();
+    }
+    let summary = p.summary(&link, interrupted)?;
+    drop(p.device.take());
+    if summary.underruns() > 0 {
         warn!(
-            "{} underruns inserted {:.1} ms of silence; a larger --latency may help",
-            summary.underruns,
-            summary.missing_samples as f64 / p.samples_per_sec() * 1000.0
+            "{} underruns: the buffer ran dry; a larger --latency-min may help",
+            summary.underruns()
         );
     }
     Ok(summary)

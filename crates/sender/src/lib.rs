@@ -9,8 +9,10 @@ pub mod error;
 pub mod pacing;
 pub mod server;
 pub mod source;
+pub mod udp;
 
 pub use error::{Error, Result};
 pub use pacing::Pacer;
 pub use server::{Server, ServerConfig};
 pub use source::WavSource;
+pub use udp::UdpServer;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use audiowire_protocol::clock::answer_probe;
 use audiowire_protocol::message::{ErrorCode, option};
 use audiowire_protocol::{
     Audio, Codec, DEFAULT_MAX_FRAME_LEN, FrameDecoder, Message, PROTOCOL_VERSION, StreamInfo,
@@ -45,6 +46,10 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// How long a new connection has to send its `Hello`.
     pub handshake_timeout: Duration,
+    /// UDP: the largest datagram to send; frames are made short enough to fit.
+    pub max_datagram: usize,
+    /// UDP: a player that sends nothing (no report) for this long is dropped.
+    pub silence_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -58,6 +63,8 @@ impl ServerConfig {
             max_preroll: Duration::from_secs(5),
             write_timeout: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
+            max_datagram: 1400,
+            silence_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -88,16 +95,58 @@ pub fn samples_per_frame(frame_ms: f64, rate: u32, bytes_per_frame: usize) -> Re
     Ok(spf as u32)
 }
 
+/// Resolves `addr` to its first socket address.
+pub(crate) fn resolve(addr: &str) -> Result<SocketAddr> {
+    let err = |error| Error::Listen {
+        addr: addr.to_string(),
+        error,
+    };
+    addr.to_socket_addrs()
+        .map_err(err)?
+        .next()
+        .ok_or_else(|| err(std::io::Error::new(ErrorKind::NotFound, "no such address")))
+}
+
+/// Opens the file and describes the stream it makes, for `frame_ms` frames of at most
+/// `max_payload` bytes of samples (`None`: no limit but the protocol's).
+pub(crate) fn describe(config: &ServerConfig, max_payload: Option<usize>) -> Result<StreamInfo> {
+    let source = WavSource::open(&config.path)?;
+    let mut info = StreamInfo {
+        sample_rate: source.sample_rate(),
+        channels: source.channels(),
+        format: source.format(),
+        codec: Codec::Pcm,
+        samples_per_frame: 1,
+        total_frames: (!config.looping).then_some(source.total_frames()),
+    };
+    info.samples_per_frame =
+        samples_per_frame(config.frame_ms, info.sample_rate, info.bytes_per_frame())?;
+    if let Some(max) = max_payload {
+        let fit = max / info.bytes_per_frame();
+        if fit == 0 {
+            return Err(Error::FrameSize {
+                frame_ms: config.frame_ms,
+                reason: format!(
+                    "too large: one sample frame ({} bytes) does not fit a {max}-byte datagram payload",
+                    info.bytes_per_frame()
+                ),
+            });
+        }
+        info.samples_per_frame = info.samples_per_frame.min(fit as u32);
+    }
+    info.validate().map_err(|e| Error::Unsupported {
+        path: config.path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(info)
+}
+
 fn bind(addr: &str) -> Result<TcpListener> {
     let err = |error| Error::Listen {
         addr: addr.to_string(),
         error,
     };
-    let sa = addr
-        .to_socket_addrs()
-        .map_err(err)?
-        .next()
-        .ok_or_else(|| err(std::io::Error::new(ErrorKind::NotFound, "no such address")))?;
+    let sa = resolve(addr)?;
     let socket = Socket::new(Domain::for_address(sa), Type::STREAM, None).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
     if sa.is_ipv6() {
@@ -114,21 +163,7 @@ fn bind(addr: &str) -> Result<TcpListener> {
 impl Server {
     /// Checks the file and binds `addr` (`HOST:PORT`; port 0 picks a free one).
     pub fn bind(addr: &str, config: ServerConfig) -> Result<Self> {
-        let source = WavSource::open(&config.path)?;
-        let mut info = StreamInfo {
-            sample_rate: source.sample_rate(),
-            channels: source.channels(),
-            format: source.format(),
-            codec: Codec::Pcm,
-            samples_per_frame: 1,
-            total_frames: (!config.looping).then_some(source.total_frames()),
-        };
-        info.samples_per_frame =
-            samples_per_frame(config.frame_ms, info.sample_rate, info.bytes_per_frame())?;
-        info.validate().map_err(|e| Error::Unsupported {
-            path: config.path.clone(),
-            reason: e.to_string(),
-        })?;
+        let info = describe(&config, None)?;
         let listener = bind(addr)?;
         Ok(Self {
             listener,
@@ -202,6 +237,15 @@ impl Server {
     }
 }
 
+/// The pre-roll a player asked for, within the configured maximum.
+pub(crate) fn preroll_of(hello: &audiowire_protocol::Hello, config: &ServerConfig) -> Duration {
+    hello
+        .option(option::PREROLL_MS)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(config.default_preroll, Duration::from_millis)
+        .min(config.max_preroll)
+}
+
 /// Reads the player's `Hello`, bounded by the handshake timeout.
 fn read_hello(stream: &mut TcpStream, timeout: Duration) -> Result<audiowire_protocol::Hello> {
     let deadline = Instant::now() + timeout;
@@ -233,13 +277,21 @@ fn read_hello(stream: &mut TcpStream, timeout: Duration) -> Result<audiowire_pro
             let used = decoder.push(input)?;
             input = &input[used..];
             if let Some(frame) = decoder.next_frame() {
-                return match Message::decode(frame)? {
-                    Message::Hello(h) => Ok(h),
-                    other => Err(Error::Io(std::io::Error::new(
+                let received = unix_micros();
+                let msg = Message::decode(frame)?;
+                if let Message::Hello(h) = msg {
+                    return Ok(h);
+                }
+                // Every audiowire server answers Echo and Ping, so a client can check it.
+                let Some(reply) = answer_probe(&msg, received, unix_micros()) else {
+                    return Err(Error::Io(std::io::Error::new(
                         ErrorKind::InvalidData,
-                        format!("expected Hello, got {}", other.name()),
-                    ))),
+                        format!("expected Hello, got {}", msg.name()),
+                    )));
                 };
+                let mut out = Vec::new();
+                reply.encode_frame(&mut out)?;
+                stream.write_all(&out)?;
             }
         }
     }
@@ -252,7 +304,63 @@ fn send(stream: &mut TcpStream, msg: &Message, out: &mut Vec<u8>) -> Result<()> 
     Ok(())
 }
 
-fn unix_micros() -> u64 {
+/// Streams `source` as framed `Audio` messages through `send`, paced from absolute deadlines
+/// with `preroll` sent at once, until the file ends (or, `looping`, forever) or `stop()` says
+/// so. Returns the position reached, for the `End` message. Errors from `send` come back as
+/// [`Error::Io`]; errors reading the file as the source's error.
+pub(crate) fn stream_file(
+    source: &mut WavSource,
+    info: StreamInfo,
+    preroll: Duration,
+    looping: bool,
+    send: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    stop: &dyn Fn() -> bool,
+    out: &mut Vec<u8>,
+) -> Result<u64> {
+    let pacer = Pacer::new(info.sample_rate, preroll);
+    let start = Instant::now();
+    let start_us = unix_micros();
+    let mut position = 0u64;
+    let mut sequence = 0u64;
+    let mut audio = Audio {
+        sequence: 0,
+        position: 0,
+        timestamp_us: 0,
+        payload: Vec::with_capacity(info.samples_per_frame as usize * info.bytes_per_frame()),
+    };
+    loop {
+        // Wait for this frame's deadline in slices, so a stop is noticed promptly.
+        loop {
+            if stop() {
+                return Ok(position);
+            }
+            let wait = pacer.wait(position, start.elapsed());
+            if wait.is_zero() {
+                break;
+            }
+            thread::sleep(wait.min(SLEEP_SLICE));
+        }
+        audio.payload.clear();
+        let read = source.read_frames(info.samples_per_frame, &mut audio.payload)?;
+        if read == 0 {
+            if looping && source.total_frames() > 0 {
+                source.rewind()?;
+                continue;
+            }
+            return Ok(position);
+        }
+        audio.sequence = sequence;
+        audio.position = position;
+        audio.timestamp_us = start_us + pacer.due(position).as_micros() as u64;
+        out.clear();
+        audio.encode_frame(out);
+        send(out)?;
+        sequence += 1;
+        position += u64::from(read);
+    }
+}
+
+pub(crate) fn unix_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
@@ -289,11 +397,7 @@ fn serve_player(
         );
         return Err(Error::Io(std::io::Error::new(ErrorKind::InvalidData, text)));
     }
-    let preroll = hello
-        .option(option::PREROLL_MS)
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(config.default_preroll, Duration::from_millis)
-        .min(config.max_preroll);
+    let preroll = preroll_of(&hello, config);
     let mut source = match WavSource::open(&config.path) {
         Ok(s) => s,
         Err(e) => {
@@ -310,61 +414,31 @@ fn serve_player(
     };
     send(&mut stream, &Message::StreamInfo(info), &mut out)?;
 
-    let pacer = Pacer::new(info.sample_rate, preroll);
-    let start = Instant::now();
-    let start_us = unix_micros();
-    let mut position = 0u64;
-    let mut sequence = 0u64;
-    let mut audio = Audio {
-        sequence: 0,
-        position: 0,
-        timestamp_us: 0,
-        payload: Vec::with_capacity(info.samples_per_frame as usize * info.bytes_per_frame()),
+    let mut frame = Vec::new();
+    let stop = || shutdown.load(Ordering::Relaxed);
+    let position = match stream_file(
+        &mut source,
+        info,
+        preroll,
+        config.looping,
+        &mut |bytes| stream.write_all(bytes),
+        &stop,
+        &mut frame,
+    ) {
+        Ok(p) => p,
+        Err(Error::Io(e)) => return Err(Error::Io(e)),
+        Err(e) => {
+            let _ = send(
+                &mut stream,
+                &Message::Error {
+                    code: ErrorCode::SourceFailed,
+                    text: e.to_string(),
+                },
+                &mut out,
+            );
+            return Err(e);
+        }
     };
-    loop {
-        // Wait for this frame's deadline in slices, so Ctrl-C is noticed promptly.
-        loop {
-            if shutdown.load(Ordering::Relaxed) {
-                let _ = send(&mut stream, &Message::End { position }, &mut out);
-                return Ok(position);
-            }
-            let wait = pacer.wait(position, start.elapsed());
-            if wait.is_zero() {
-                break;
-            }
-            thread::sleep(wait.min(SLEEP_SLICE));
-        }
-        audio.payload.clear();
-        let read = match source.read_frames(info.samples_per_frame, &mut audio.payload) {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = send(
-                    &mut stream,
-                    &Message::Error {
-                        code: ErrorCode::SourceFailed,
-                        text: e.to_string(),
-                    },
-                    &mut out,
-                );
-                return Err(e);
-            }
-        };
-        if read == 0 {
-            if config.looping && source.total_frames() > 0 {
-                source.rewind()?;
-                continue;
-            }
-            break;
-        }
-        audio.sequence = sequence;
-        audio.position = position;
-        audio.timestamp_us = start_us + pacer.due(position).as_micros() as u64;
-        out.clear();
-        audio.encode_frame(&mut out);
-        stream.write_all(&out)?;
-        sequence += 1;
-        position += u64::from(read);
-    }
     send(&mut stream, &Message::End { position }, &mut out)?;
     // Half-close and wait for the player to hang up, so the last bytes are not lost to a reset.
     stream.shutdown(Shutdown::Write)?;

@@ -168,3 +168,131 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A child process whose stdout and stderr lines arrive on channels; killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub out: mpsc::Receiver<String>,
+    pub err: mpsc::Receiver<String>,
+}
+
+fn line_channel(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (bounded) for a line containing `needle` on `rx`; the lines before it are returned too.
+pub fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return l,
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("no line containing {needle:?} within {timeout:?}; saw {seen:#?}"),
+        }
+    }
+}
+
+/// Takes exactly `n` lines from `rx`, waiting at most `timeout` in all.
+pub fn take_lines(rx: &mpsc::Receiver<String>, n: usize, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    let mut lines = Vec::new();
+    while lines.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => panic!(
+                "{} of {n} lines within {timeout:?}: {lines:#?}",
+                lines.len()
+            ),
+        }
+    }
+    lines
+}
+
+impl Proc {
+    /// Starts `cmd` with piped stdout and stderr (stdin from `/dev/null` unless set).
+    #[allow(
+        clippy::zombie_processes,
+        reason = "the child moves into Proc, whose Drop kills and waits for it"
+    )]
+    pub fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let out = line_channel(child.stdout.take().unwrap());
+        let err = line_channel(child.stderr.take().unwrap());
+        Proc { child, out, err }
+    }
+
+    /// Waits for the child to exit (at most `timeout`) and returns its status.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("process did not exit within {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary with `args` and waits (at most 10 s) for its "listening on ADDR" line;
+/// returns the process and ADDR.
+pub fn start_tool(args: &[&str]) -> (Proc, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).stdin(Stdio::null());
+    let p = Proc::spawn(cmd);
+    let line = wait_line(&p.err, "listening on ", Duration::from_secs(10));
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split([' ', ',']).next())
+        .unwrap()
+        .to_string();
+    (p, addr)
+}
+
+/// The path of a Python peer script in `tests/peers`.
+pub fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
+}
+
+/// Starts `python3 tests/peers/SCRIPT ARGS...`.
+pub fn start_peer(script: &str, args: &[&str]) -> Proc {
+    let mut cmd = Command::new("python3");
+    cmd.arg(peer_script(script)).args(args).stdin(Stdio::null());
+    Proc::spawn(cmd)
+}
+
+/// Starts a listening Python peer and returns it with its `127.0.0.1:PORT` (from its first line).
+pub fn start_listening_peer(script: &str, args: &[&str]) -> (Proc, String) {
+    let p = start_peer(script, args);
+    let line = wait_line(&p.out, "PORT ", Duration::from_secs(10));
+    let port = line.trim_start_matches("PORT ").trim().to_string();
+    (p, format!("127.0.0.1:{port}"))
+}

@@ -1,0 +1,174 @@
+//! The level controller, sans-IO: holds the jitter buffer's level at its target by nudging the
+//! resampling ratio, as roc's PI controller does. This absorbs the drift between the sender's
+//! clock and the sound card's and moves the level smoothly when the target changes; no sample is
+//! ever skipped or repeated to do it.
+//!
+//! The ratio is output samples per input sample: above 1 the buffer fills (playback slows by a
+//! hair), below 1 it drains. It stays within ±0.5 %. The controller is *idle* (ratio exactly 1,
+//! nothing integrated) until the filtered level strays more than `wake_band` from the target;
+//! then a plain PI loop (no dead band, so no limit cycle) runs until the error is within
+//! `sleep_band` and the learned drift is negligible, when it goes idle again. A stream with
+//! nothing to correct is therefore never resampled, and one with drift is corrected steadily.
+
+/// Tuning of the controller.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ControllerConfig {
+    /// Proportional gain: ratio change per second of level error.
+    pub kp: f64,
+    /// Integral gain: ratio change per second of error per second.
+    pub ki: f64,
+    /// Time constant of the level's low-pass filter, in seconds.
+    pub smoothing: f64,
+    /// Error (seconds) beyond which an idle controller starts correcting.
+    pub wake_band: f64,
+    /// Error (seconds) within which an active controller with negligible drift goes idle.
+    pub sleep_band: f64,
+    /// Largest deviation of the ratio from 1.
+    pub max_deviation: f64,
+    /// Seconds to observe before steering: the wait a stream settles at when it starts (a
+    /// frame more or less than the target, depending on how its first frames arrived) becomes
+    /// the reference, so only drift and target changes are corrected, not that structural
+    /// offset.
+    pub calibration: f64,
+    /// The largest offset calibration accepts as structural (a frame and a little); a larger
+    /// start-up error is corrected like any other.
+    pub max_offset: f64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            kp: 0.1,
+            ki: 0.004,
+            smoothing: 1.0,
+            wake_band: 0.001,
+            sleep_band: 0.0003,
+            max_deviation: 0.005,
+            calibration: 5.0,
+            max_offset: 0.012,
+        }
+    }
+}
+
+/// A PI controller of buffer level.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    config: ControllerConfig,
+    filtered: Option<f64>,
+    integral: f64,
+    ratio: f64,
+    last: Option<f64>,
+    active: bool,
+    first: Option<f64>,
+    offset: Option<f64>,
+}
+
+impl Controller {
+    /// A controller with `config`.
+    pub fn new(config: ControllerConfig) -> Self {
+        Self {
+            config,
+            filtered: None,
+            integral: 0.0,
+            ratio: 1.0,
+            last: None,
+            active: false,
+            first: None,
+            offset: None,
+        }
+    }
+
+    /// The ratio to resample with now.
+    pub fn ratio(&self) -> f64 {
+        self.ratio
+    }
+
+    /// The filtered level, in seconds.
+    pub fn level(&self) -> Option<f64> {
+        self.filtered
+    }
+
+    /// How far the level is from the target, relative to the reference taken at calibration, in
+    /// seconds: what the controller drives to zero. `None` until calibrated.
+    pub fn error(&self, target: f64) -> Option<f64> {
+        Some(self.filtered? - self.offset? - target)
+    }
+
+    /// The drift the integrator has learned, in parts per million (positive: the sender's clock
+    /// runs fast relative to the output's).
+    pub fn drift_ppm(&self) -> f64 {
+        self.config.ki * self.integral * 1e6
+    }
+
+    /// Feeds the level measured at `now` (seconds on any monotonic clock) against `target`;
+    /// returns the new ratio.
+    pub fn update(&mut self, now: f64, level: f64, target: f64) -> f64 {
+        let dt = self.last.map_or(0.0, |t| (now - t).clamp(0.0, 1.0));
+        self.last = Some(now);
+        let filtered = match self.filtered {
+            None => level,
+            Some(f) => f + (level - f) * (dt / self.config.smoothing).min(1.0),
+        };
+        self.filtered = Some(filtered);
+        let first = *self.first.get_or_insert(now);
+        let offset = match self.offset {
+            Some(o) => o,
+            None if now - first >= self.config.calibration => *self
+                .offset
+                .insert((filtered - target).clamp(-self.config.max_offset, self.config.max_offset)),
+            None => return self.ratio,
+        };
+        let error = filtered - offset - target;
+        let c = &self.config;
+        if !self.active {
+            if error.abs() <= c.wake_band {
+                return self.ratio; // exactly 1
+            }
+            self.active = true;
+        } else if error.abs() <= c.sleep_band && (c.ki * self.integral).abs() < 10e-6 {
+            self.active = false;
+            self.integral = 0.0;
+            self.ratio = 1.0;
+            return self.ratio;
+        }
+        // Too much buffered (error > 0): drain, ratio below 1. Integrate only while the output is
+        // not pinned at a limit (no wind-up).
+        let p = c.kp * error;
+        let unclamped = 1.0 - p - c.ki * (self.integral + error * dt);
+        if (unclamped - 1.0).abs() < c.max_deviation {
+            self.integral += error * dt;
+        }
+        self.ratio =
+            (1.0 - p - c.ki * self.integral).clamp(1.0 - c.max_deviation, 1.0 + c.max_deviation);
+        self.ratio
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_to_correct_keeps_the_ratio_at_exactly_one() {
+        let mut c = Controller::new(ControllerConfig::default());
+        for i in 0..10_000 {
+            let wobble = if i % 2 == 0 { 0.0005 } else { -0.0005 };
+            assert_eq!(c.update(i as f64 * 0.01, 0.050 + wobble, 0.050), 1.0);
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_drains_within_the_half_percent_limit() {
+        let mut c = Controller::new(ControllerConfig::default());
+        // Calibrate at the target, then the wait jumps to 200 ms against a 50 ms target.
+        for i in 0..600 {
+            assert_eq!(c.update(f64::from(i) * 0.01, 0.050, 0.050), 1.0);
+        }
+        let mut r = 1.0;
+        for i in 600..1100 {
+            r = c.update(f64::from(i) * 0.01, 0.200, 0.050);
+            assert!((0.995..=1.0).contains(&r), "{r}");
+        }
+        assert_eq!(r, 0.995, "pinned at the limit");
+    }
+}

@@ -1,0 +1,646 @@
+//! The jitter buffer, sans-IO: frames in with their arrival time, frames out in order.
+//!
+//! - [`JitterBuffer::push`] files a frame by sequence number; a duplicate, or a frame whose turn
+//!   has passed (late), is counted and dropped.
+//! - [`JitterBuffer::pop`] gives the next frame of the stream. A frame that is missing while
+//!   later frames are already here is declared lost and *concealed* (so the stream keeps its
+//!   length and timing). When nothing at all is buffered the buffer *stalls*: it hands out a
+//!   frame of concealment without advancing, which raises the latency at once (the stream is not
+//!   skipped); stalls are counted as underruns. Until the buffer first holds its target, `pop`
+//!   waits.
+//! - The target delay adapts to the network: it is a high quantile of the frames' relative
+//!   transit delay over a sliding window (as WebRTC's NetEQ and roc do), rises at once when the
+//!   network gets worse and falls slowly when it calms, within `[min, max]`.
+//!
+//! Concealment never clicks: a lost frame is a raised-cosine cross-fade from the previous frame
+//! played backwards (which starts where the previous frame ended) to the next frame played
+//! backwards (which ends where the next frame starts); with no next frame it fades to silence.
+//! Played frames are returned as the exact bytes received.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use audiowire_protocol::{Audio, StreamInfo};
+
+/// How the target delay is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TargetPolicy {
+    /// The lowest target.
+    pub min: Duration,
+    /// The highest target.
+    pub max: Duration,
+    /// The first target, before anything is measured (also the fixed target when min == max).
+    pub initial: Duration,
+    /// The quantile of relative delay to cover, e.g. 0.98.
+    pub quantile: f64,
+    /// The window the quantile is taken over.
+    pub window: Duration,
+    /// How fast the target may fall, in seconds per second.
+    pub fall_rate: f64,
+}
+
+impl TargetPolicy {
+    /// A fixed target.
+    pub fn fixed(target: Duration) -> Self {
+        Self {
+            min: target,
+            max: target,
+            initial: target,
+            ..Self::adaptive(target, target, target)
+        }
+    }
+
+    /// An adaptive target within `[min, max]`, starting at `initial`.
+    pub fn adaptive(min: Duration, initial: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max: max.max(min),
+            initial: initial.clamp(min, max.max(min)),
+            quantile: 0.98,
+            window: Duration::from_secs(5),
+            fall_rate: 0.002,
+        }
+    }
+}
+
+/// What the buffer counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JitterStats {
+    /// Frames accepted.
+    pub received: u64,
+    /// Frames that never came in time: concealed and skipped.
+    pub lost: u64,
+    /// Frames that came after their turn (they had been concealed).
+    pub late: u64,
+    /// Frames received twice (or after they were played).
+    pub duplicated: u64,
+    /// Frames of concealment handed out (lost frames and stall fill).
+    pub concealed: u64,
+    /// Times the buffer ran empty mid-stream and stalled.
+    pub underruns: u64,
+    /// Interarrival jitter as RFC 3550 computes it, in µs.
+    pub jitter_us: u64,
+}
+
+/// What [`JitterBuffer::pop`] hands out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Popped {
+    /// The next frame of the stream: received (exact bytes) or concealed (`concealed`).
+    Frame {
+        /// Sequence number.
+        sequence: u64,
+        /// Position of its first sample frame.
+        position: u64,
+        /// Samples in the stream's format.
+        payload: Vec<u8>,
+        /// True when synthesized in place of a lost frame.
+        concealed: bool,
+        /// When it arrived (`None` when concealed).
+        arrival: Option<Duration>,
+        /// The sender's timestamp, µs since the Unix epoch (`None` when concealed).
+        timestamp_us: Option<u64>,
+    },
+    /// Concealment played while the buffer is empty; not part of the stream (a recorder skips it).
+    Stall {
+        /// Samples in the stream's format, one frame long.
+        payload: Vec<u8>,
+    },
+    /// Still filling up to the target: nothing to play yet.
+    Waiting,
+    /// The stream ended and everything was handed out.
+    Ended,
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    position: u64,
+    payload: Vec<u8>,
+    arrival: Duration,
+    timestamp_us: u64,
+}
+
+/// The jitter buffer of one stream.
+#[derive(Debug)]
+pub struct JitterBuffer {
+    info: StreamInfo,
+    policy: TargetPolicy,
+    frames: BTreeMap<u64, Stored>,
+    /// The next sequence number to hand out, and the position it starts at.
+    next_seq: u64,
+    next_position: u64,
+    started: bool,
+    stalled: bool,
+    end: Option<u64>,
+    /// Sequence numbers concealed recently (to tell late from duplicate).
+    concealed_recent: VecDeque<u64>,
+    /// The last frame handed out, as floats, for concealment.
+    last: Vec<f32>,
+    /// (arrival, transit) of recent frames, transit = arrival − position / rate.
+    transits: VecDeque<(Duration, f64)>,
+    target: f64,
+    last_target_update: Option<Duration>,
+    newest_end: u64,
+    /// Transit of the previous arrival and the jitter estimate (RFC 3550), in seconds.
+    prev_transit: Option<f64>,
+    jitter: f64,
+    stats: JitterStats,
+    scratch: Vec<f32>,
+}
+
+/// How many recent concealed sequence numbers are remembered.
+const RECENT: usize = 4096;
+
+impl JitterBuffer {
+    /// A buffer for a stream described by `info`.
+    pub fn new(info: StreamInfo, policy: TargetPolicy) -> Self {
+        Self {
+            info,
+            policy,
+            frames: BTreeMap::new(),
+            next_seq: 0,
+            next_position: 0,
+            started: false,
+            stalled: false,
+            end: None,
+            concealed_recent: VecDeque::new(),
+            last: Vec::new(),
+            transits: VecDeque::new(),
+            target: policy.initial.as_secs_f64(),
+            last_target_update: None,
+            newest_end: 0,
+            prev_transit: None,
+            jitter: 0.0,
+            stats: JitterStats::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// What was counted so far.
+    pub fn stats(&self) -> JitterStats {
+        self.stats
+    }
+
+    /// The current target delay.
+    pub fn target(&self) -> Duration {
+        Duration::from_secs_f64(self.target)
+    }
+
+    /// True once playback began.
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
+    /// Audio buffered ahead of the read position, in seconds: from the next frame to hand out to
+    /// the end of the newest frame received.
+    pub fn level(&self) -> f64 {
+        self.newest_end.saturating_sub(self.next_position) as f64 / f64::from(self.info.sample_rate)
+    }
+
+    /// The stream ended at `position` sample frames (an `End` message).
+    pub fn end(&mut self, position: u64) {
+        self.end = Some(position);
+        self.newest_end = self.newest_end.max(position);
+    }
+
+    fn frame_samples(&self) -> u64 {
+        u64::from(self.info.samples_per_frame)
+    }
+
+    /// Files one frame that arrived at `arrival` (any monotonic clock).
+    pub fn push(&mut self, audio: Audio, arrival: Duration) {
+        let seq = audio.sequence;
+        if seq < self.next_seq {
+            if self.concealed_recent.contains(&seq) {
+                self.stats.late += 1;
+                // It was concealed; now it is here: count it once.
+                self.concealed_recent.retain(|&s| s != seq);
+            } else {
+                self.stats.duplicated += 1;
+            }
+            return;
+        }
+        if self.frames.contains_key(&seq) {
+            self.stats.duplicated += 1;
+            return;
+        }
+        self.stats.received += 1;
+        let frames = (audio.payload.len() / self.info.bytes_per_frame().max(1)) as u64;
+        self.newest_end = self.newest_end.max(audio.position + frames);
+        let transit =
+            arrival.as_secs_f64() - audio.position as f64 / f64::from(self.info.sample_rate);
+        if let Some(prev) = self.prev_transit {
+            self.jitter += ((transit - prev).abs() - self.jitter) / 16.0;
+            self.stats.jitter_us = (self.jitter * 1e6) as u64;
+        }
+        self.prev_transit = Some(transit);
+        self.transits.push_back((arrival, transit));
+        while let Some(&(t, _)) = self.transits.front() {
+            if arrival.saturating_sub(t) > self.policy.window {
+                self.transits.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.frames.insert(
+            seq,
+            Stored {
+                position: audio.position,
+                payload: audio.payload,
+                arrival,
+                timestamp_us: audio.timestamp_us,
+            },
+        );
+        self.update_target(arrival);
+    }
+
+    /// Recomputes the target from the transit window. The target is the mean time a frame waits
+    /// from arrival to playout; a frame that arrives `x` later than the mean waits `x` less. So
+    /// the target covers the policy's quantile of relative delay above its mean, plus half a
+    /// frame and 2 ms of margin.
+    fn update_target(&mut self, now: Duration) {
+        if self.policy.min == self.policy.max || self.transits.len() < 8 {
+            return;
+        }
+        let mean = self.transits.iter().map(|t| t.1).sum::<f64>() / self.transits.len() as f64;
+        let mut above: Vec<f64> = self.transits.iter().map(|t| t.1 - mean).collect();
+        let k = ((above.len() - 1) as f64 * self.policy.quantile).round() as usize;
+        let (_, q, _) = above.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
+        let frame = self.frame_samples() as f64 / f64::from(self.info.sample_rate);
+        let wanted = (q.max(0.0) + frame / 2.0 + 0.002)
+            .clamp(self.policy.min.as_secs_f64(), self.policy.max.as_secs_f64());
+        let dt = self
+            .last_target_update
+            .map_or(0.0, |t| now.saturating_sub(t).as_secs_f64());
+        self.last_target_update = Some(now);
+        if wanted >= self.target {
+            self.target = wanted; // up at once
+        } else {
+            self.target = (self.target - self.policy.fall_rate * dt).max(wanted); // down slowly
+        }
+    }
+
+    /// Hands out the next frame (see [`Popped`]) if it is here. When it is missing, only an
+    /// `urgent` pop (the output is about to run dry) conceals it or stalls; otherwise the buffer
+    /// waits for it.
+    pub fn pop_when(&mut self, urgent: bool) -> Popped {
+        if !urgent && self.started && !self.frames.contains_key(&self.next_seq) {
+            if self.end.is_some_and(|end| self.next_position >= end) {
+                return Popped::Ended;
+            }
+            return Popped::Waiting;
+        }
+        self.pop()
+    }
+
+    /// Hands out the next frame (see [`Popped`]): concealing a missing one, or stalling.
+    pub fn pop(&mut self) -> Popped {
+        if !self.started {
+            let ready = self.level() >= self.target || self.end.is_some();
+            if !ready || self.frames.is_empty() && self.end.is_none() {
+                return Popped::Waiting;
+            }
+            self.started = true;
+        }
+        if let Some(end) = self.end
+            && self.next_position >= end
+        {
+            return Popped::Ended;
+        }
+        if let Some(f) = self.frames.remove(&self.next_seq) {
+            let seq = self.next_seq;
+            self.stalled = false;
+            self.next_seq += 1;
+            let frames = (f.payload.len() / self.info.bytes_per_frame().max(1)) as u64;
+            self.next_position = f.position + frames;
+            self.last.clear();
+            self.info.format.decode_floats(&f.payload, &mut self.last);
+            return Popped::Frame {
+                sequence: seq,
+                position: f.position,
+                payload: f.payload,
+                concealed: false,
+                arrival: Some(f.arrival),
+                timestamp_us: Some(f.timestamp_us),
+            };
+        }
+        let successor = self.frames.iter().next().map(|(_, f)| f.position);
+        if successor.is_some() || self.end.is_some() {
+            // A gap: this frame is lost (or so late it no longer matters). Conceal and skip.
+            let limit = successor.or(self.end).unwrap_or(u64::MAX);
+            let frames = self
+                .frame_samples()
+                .min(limit.saturating_sub(self.next_position))
+                .max(1);
+            let next = self
+                .frames
+                .get(&(self.next_seq + 1))
+                .filter(|f| f.position == self.next_position + frames)
+                .map(|f| f.payload.clone());
+            let payload = self.conceal(frames as usize, next.as_deref());
+            let seq = self.next_seq;
+            let position = self.next_position;
+            self.stats.lost += 1;
+            self.stats.concealed += 1;
+            self.concealed_recent.push_back(seq);
+            if self.concealed_recent.len() > RECENT {
+                self.concealed_recent.pop_front();
+            }
+            self.next_seq += 1;
+            self.next_position += frames;
+            self.stalled = false;
+            return Popped::Frame {
+                sequence: seq,
+                position,
+                payload,
+                concealed: true,
+                arrival: None,
+                timestamp_us: None,
+            };
+        }
+        // Nothing buffered: stall, playing concealment without moving on.
+        if !self.stalled {
+            self.stats.underruns += 1;
+            self.stalled = true;
+        }
+        self.stats.concealed += 1;
+        let payload = self.conceal(self.frame_samples() as usize, None);
+        Popped::Stall { payload }
+    }
+
+    /// `frames` sample frames of concealment: from the last frame played backwards to `next`
+    /// played backwards (or to silence), with a raised-cosine cross-fade. Afterwards the last
+    /// frame is the concealment itself faded out, so repeated concealment decays to silence.
+    fn conceal(&mut self, frames: usize, next: Option<&[u8]>) -> Vec<u8> {
+        let ch = usize::from(self.info.channels);
+        let n = frames * ch;
+        self.scratch.clear();
+        if let Some(bytes) = next {
+            self.info.format.decode_floats(bytes, &mut self.scratch);
+        }
+        let last_frames = self.last.len() / ch;
+        let next_frames = self.scratch.len() / ch;
+        let mut out = vec![0.0f32; n];
+        for i in 0..frames {
+            // Fade weight of the "next" side: 0 at the start, 1 at the end.
+            let w = if frames > 1 {
+                0.5 - 0.5 * (std::f32::consts::PI * i as f32 / (frames - 1) as f32).cos()
+            } else {
+                1.0
+            };
+            for c in 0..ch {
+                let prev = if last_frames > 0 {
+                    // Backwards from the last frame's end; mirror again past its start.
+                    let k = mirror(i, last_frames);
+                    self.last[(last_frames - 1 - k) * ch + c]
+                } else {
+                    0.0
+                };
+                let nxt = if next_frames > 0 {
+                    // Ends (at i = frames - 1) on the next frame's first sample.
+                    let k = mirror(frames - 1 - i, next_frames);
+                    self.scratch[k * ch + c]
+                } else {
+                    0.0
+                };
+                out[i * ch + c] = (1.0 - w) * prev + w * nxt;
+            }
+        }
+        // What follows continues from here: after a cross-fade into the next frame, that frame
+        // replaces this anyway; after a fade to silence, what follows is silence.
+        self.last.clear();
+        if next_frames > 0 {
+            self.last.extend_from_slice(&out);
+        } else {
+            self.last.resize(n, 0.0);
+        }
+        let mut bytes = Vec::with_capacity(n * self.info.format.bytes());
+        self.info.format.encode_floats(&out, &mut bytes);
+        bytes
+    }
+}
+
+/// Index `i` of a signal of `len` samples read back and forth (0, 1, …, len−1, len−1, …, 0, 0, …).
+fn mirror(i: usize, len: usize) -> usize {
+    let period = 2 * len;
+    let r = i % period;
+    if r < len { r } else { period - 1 - r }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use audiowire_protocol::{Codec, SampleFormat};
+
+    const RATE: u32 = 48_000;
+    const SPF: u32 = 480;
+
+    fn info() -> StreamInfo {
+        StreamInfo {
+            sample_rate: RATE,
+            channels: 1,
+            format: SampleFormat::S16,
+            codec: Codec::Pcm,
+            samples_per_frame: SPF,
+            total_frames: None,
+        }
+    }
+
+    /// Frame `seq` of a 440 Hz sine at half scale.
+    fn frame(seq: u64) -> Audio {
+        let samples: Vec<f32> = (0..SPF as u64)
+            .map(|i| {
+                let t = (seq * u64::from(SPF) + i) as f32 / RATE as f32;
+                0.5 * (2.0 * std::f32::consts::PI * 440.0 * t).sin()
+            })
+            .collect();
+        let mut payload = Vec::new();
+        SampleFormat::S16.encode_floats(&samples, &mut payload);
+        Audio {
+            sequence: seq,
+            position: seq * u64::from(SPF),
+            timestamp_us: 0,
+            payload,
+        }
+    }
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    fn floats(bytes: &[u8]) -> Vec<f32> {
+        let mut v = Vec::new();
+        SampleFormat::S16.decode_floats(bytes, &mut v);
+        v
+    }
+
+    #[test]
+    fn waits_for_the_target_then_plays_in_order_bit_exactly() {
+        let mut jb = JitterBuffer::new(info(), TargetPolicy::fixed(ms(30)));
+        jb.push(frame(1), ms(0));
+        jb.push(frame(0), ms(1));
+        assert_eq!(jb.pop(), Popped::Waiting);
+        jb.push(frame(2), ms(2));
+        for seq in 0..3 {
+            match jb.pop() {
+                Popped::Frame {
+                    sequence,
+                    payload,
+                    concealed,
+                    ..
+                } => {
+                    assert_eq!((sequence, concealed), (seq, false));
+                    assert_eq!(payload, frame(seq).payload);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(jb.stats().received, 3);
+    }
+
+    #[test]
+    fn a_lost_frame_is_concealed_and_skipped_and_a_late_one_counted() {
+        let mut jb = JitterBuffer::new(info(), TargetPolicy::fixed(ms(20)));
+        for seq in [0, 2, 3] {
+            jb.push(frame(seq), ms(seq));
+        }
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            out.push(jb.pop());
+        }
+        let Popped::Frame {
+            sequence: 1,
+            position: 480,
+            concealed: true,
+            ..
+        } = &out[1]
+        else {
+            panic!("{:?}", out[1]);
+        };
+        jb.push(frame(1), ms(40));
+        jb.push(frame(3), ms(41));
+        let s = jb.stats();
+        assert_eq!((s.lost, s.late, s.duplicated, s.concealed), (1, 1, 1, 1));
+    }
+
+    #[test]
+    fn concealment_joins_both_neighbours_without_a_step() {
+        let mut jb = JitterBuffer::new(info(), TargetPolicy::fixed(ms(10)));
+        for seq in [0, 2] {
+            jb.push(frame(seq), ms(seq));
+        }
+        let Popped::Frame { payload: p0, .. } = jb.pop() else {
+            panic!()
+        };
+        let Popped::Frame { payload: pc, .. } = jb.pop() else {
+            panic!()
+        };
+        let Popped::Frame { payload: p2, .. } = jb.pop() else {
+            panic!()
+        };
+        let (a, c, b) = (floats(&p0), floats(&pc), floats(&p2));
+        // A 440 Hz sine at 0.5 moves at most 0.029 per sample: no step larger than that.
+        let step_in = (c[0] - a[a.len() - 1]).abs();
+        let step_out = (b[0] - c[c.len() - 1]).abs();
+        assert!(step_in < 0.03 && step_out < 0.03, "{step_in} {step_out}");
+        let max_step = c
+            .windows(2)
+            .map(|w| (w[1] - w[0]).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            max_step < 0.06,
+            "largest step inside the concealment {max_step}"
+        );
+    }
+
+    #[test]
+    fn an_empty_buffer_stalls_once_then_fades_to_silence() {
+        let mut jb = JitterBuffer::new(info(), TargetPolicy::fixed(ms(10)));
+        jb.push(frame(0), ms(0));
+        assert!(matches!(jb.pop(), Popped::Frame { .. }));
+        let mut last_peak = f32::MAX;
+        for _ in 0..3 {
+            let Popped::Stall { payload } = jb.pop() else {
+                panic!()
+            };
+            let peak = floats(&payload).iter().map(|x| x.abs()).fold(0.0, f32::max);
+            assert!(peak <= last_peak);
+            last_peak = peak;
+        }
+        assert!(last_peak < 0.01, "silence after a few frames: {last_peak}");
+        assert_eq!(jb.stats().underruns, 1);
+        // The stream resumes where it was: nothing skipped.
+        jb.push(frame(1), ms(50));
+        assert!(matches!(
+            jb.pop(),
+            Popped::Frame {
+                sequence: 1,
+                concealed: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn lost_frames_at_the_end_are_concealed_up_to_end() {
+        let mut jb = JitterBuffer::new(info(), TargetPolicy::fixed(ms(10)));
+        jb.push(frame(0), ms(0));
+        jb.end(3 * 480 - 100);
+        let mut positions = Vec::new();
+        loop {
+            match jb.pop() {
+                Popped::Frame {
+                    position, payload, ..
+                } => positions.push((position, payload.len() / 2)),
+                Popped::Ended => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(positions, [(0, 480), (480, 480), (960, 380)]);
+        assert_eq!(jb.stats().lost, 2);
+    }
+
+    #[test]
+    fn the_target_rises_at_once_with_jitter_and_falls_slowly() {
+        let policy = TargetPolicy::adaptive(ms(5), ms(20), ms(500));
+        let mut jb = JitterBuffer::new(info(), policy);
+        let mut seq = 0;
+        // 2 s of a calm network: 10 ms frames arriving every 10 ms plus 1 ms of noise.
+        for _ in 0..200 {
+            jb.push(frame(seq), ms(seq * 10 + 5 + seq % 2));
+            seq += 1;
+            let _ = jb.pop();
+        }
+        let calm = jb.target();
+        assert!(calm <= ms(20), "{calm:?}");
+        // Then every 5th frame is 60 ms late.
+        for _ in 0..100 {
+            let extra = if seq % 5 == 0 { 60 } else { 0 };
+            jb.push(frame(seq), ms(seq * 10 + 5 + extra));
+            seq += 1;
+            let _ = jb.pop();
+        }
+        // Transit now averages 12 ms more, and the late fifth lies 48 ms above that mean: the
+        // target (the mean wait) must cover those 48 ms, plus half a frame and the margin.
+        let rough = jb.target();
+        assert!(rough >= ms(55), "grew at once to cover 60 ms: {rough:?}");
+        // Calm again for 8 s: after 5 s the window has forgotten the late frames, then the
+        // target falls at 2 ms/s at most: under 6 ms in the last 3 s (late frames leave the window
+        // one by one, so it starts falling a little later).
+        for _ in 0..800 {
+            jb.push(frame(seq), ms(seq * 10 + 5));
+            seq += 1;
+            let _ = jb.pop();
+        }
+        let fell = rough - jb.target();
+        assert!(
+            fell >= ms(3) && fell <= ms(6),
+            "fell {fell:?} from {rough:?}"
+        );
+    }
+
+    #[test]
+    fn mirror_reads_back_and_forth() {
+        let seq: Vec<usize> = (0..8).map(|i| mirror(i, 3)).collect();
+        assert_eq!(seq, [0, 1, 2, 2, 1, 0, 0, 1]);
+    }
+}

@@ -1,0 +1,257 @@
+//! The player's connection to a sender, over TCP or UDP: the I/O edge around the sans-IO
+//! [`Session`] (TCP) and [`UdpClient`] (UDP). Both yield the same [`Event`]s.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::time::{Duration, Instant};
+
+use audiowire_protocol::{DEFAULT_MAX_FRAME_LEN, Report};
+
+use crate::error::{Error, Result};
+use crate::session::{Event, Session};
+use crate::udp::UdpClient;
+
+/// How the stream travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// One TCP connection: reliable and ordered.
+    #[default]
+    Tcp,
+    /// UDP datagrams, one frame each: lossy, unordered, low latency.
+    Udp,
+}
+
+/// A connection to a sender.
+#[derive(Debug)]
+pub enum Link {
+    /// A TCP stream and its protocol session.
+    Tcp {
+        /// The socket.
+        stream: TcpStream,
+        /// Protocol state.
+        session: Session,
+        /// Read buffer.
+        buf: Vec<u8>,
+    },
+    /// A connected UDP socket and its handshake state.
+    Udp {
+        /// The socket, connected to the sender.
+        socket: UdpSocket,
+        /// Handshake and datagram state.
+        client: UdpClient,
+        /// Receive buffer.
+        buf: Vec<u8>,
+    },
+}
+
+fn resolve(addr: &str) -> Result<Vec<SocketAddr>> {
+    let addrs: Vec<_> = addr
+        .to_socket_addrs()
+        .map_err(|e| Error::Connect {
+            addr: addr.to_string(),
+            reason: format!("cannot resolve the address ({e}); expected HOST:PORT"),
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::Connect {
+            addr: addr.to_string(),
+            reason: "the name resolved to no address".into(),
+        });
+    }
+    Ok(addrs)
+}
+
+impl Link {
+    /// Connects to `addr` and sends the greeting. For UDP this only opens the socket; the
+    /// handshake runs in [`Link::poll`].
+    pub fn open(
+        addr: &str,
+        transport: Transport,
+        timeout: Duration,
+        client: &str,
+        preroll_ms: u64,
+    ) -> Result<Self> {
+        let addrs = resolve(addr)?;
+        let fail = |reason: String| Error::Connect {
+            addr: addr.to_string(),
+            reason,
+        };
+        match transport {
+            Transport::Tcp => {
+                let mut last = fail("no address worked".into());
+                for a in addrs {
+                    match TcpStream::connect_timeout(&a, timeout) {
+                        Ok(mut stream) => {
+                            let io = |e: std::io::Error| fail(e.to_string());
+                            stream.set_nodelay(true).map_err(io)?;
+                            stream
+                                .write_all(&Session::hello(client, preroll_ms))
+                                .map_err(io)?;
+                            return Ok(Link::Tcp {
+                                stream,
+                                session: Session::new(DEFAULT_MAX_FRAME_LEN),
+                                buf: vec![0; 64 * 1024],
+                            });
+                        }
+                        Err(e) => {
+                            last = fail(match e.kind() {
+                                ErrorKind::ConnectionRefused => {
+                                    "connection refused (is `audiowire send` running there?)".into()
+                                }
+                                ErrorKind::TimedOut | ErrorKind::WouldBlock => format!(
+                                    "timed out after {} s (check the address and any firewall)",
+                                    timeout.as_secs()
+                                ),
+                                _ => e.to_string(),
+                            })
+                        }
+                    }
+                }
+                Err(last)
+            }
+            Transport::Udp => {
+                let a = addrs[0];
+                let local: SocketAddr = if a.is_ipv6() {
+                    "[::]:0"
+                        .parse()
+                        .map_err(|_| fail("bad local address".into()))?
+                } else {
+                    "0.0.0.0:0"
+                        .parse()
+                        .map_err(|_| fail("bad local address".into()))?
+                };
+                let io = |e: std::io::Error| fail(e.to_string());
+                let socket = UdpSocket::bind(local).map_err(io)?;
+                socket.connect(a).map_err(io)?;
+                Ok(Link::Udp {
+                    socket,
+                    client: UdpClient::new(client, preroll_ms),
+                    buf: vec![0; 65_536],
+                })
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for data and appends the events it carries. `now` is the player's
+    /// monotonic clock. Returns false when a TCP sender closed the connection.
+    pub fn poll(
+        &mut self,
+        addr: &str,
+        now: Duration,
+        timeout: Duration,
+        events: &mut Vec<Event>,
+    ) -> Result<bool> {
+        let lost = |e: std::io::Error| Error::Connection {
+            addr: addr.to_string(),
+            reason: format!("failed: {e}"),
+        };
+        match self {
+            Link::Tcp {
+                stream,
+                session,
+                buf,
+            } => {
+                stream
+                    .set_read_timeout(Some(timeout.max(Duration::from_micros(100))))
+                    .map_err(lost)?;
+                match stream.read(buf) {
+                    Ok(0) => Ok(false),
+                    Ok(n) => {
+                        session
+                            .receive(&buf[..n], events)
+                            .map_err(|e| Error::Protocol {
+                                addr: addr.to_string(),
+                                reason: e.to_string(),
+                            })?;
+                        Ok(true)
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                        ) =>
+                    {
+                        Ok(true)
+                    }
+                    Err(e) => Err(lost(e)),
+                }
+            }
+            Link::Udp {
+                socket,
+                client,
+                buf,
+            } => {
+                if let Some(d) = client.poll_transmit(now) {
+                    let _ = socket.send(&d);
+                }
+                socket
+                    .set_read_timeout(Some(timeout.max(Duration::from_micros(100))))
+                    .map_err(lost)?;
+                // Drain what is queued (bounded), waiting only for the first datagram.
+                for i in 0..256 {
+                    if i == 1 {
+                        socket.set_nonblocking(true).map_err(lost)?;
+                    }
+                    match socket.recv(buf) {
+                        Ok(n) => {
+                            if let Some(reply) = client.receive(&buf[..n], now, events) {
+                                let _ = socket.send(&reply);
+                            }
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::WouldBlock
+                                    | ErrorKind::TimedOut
+                                    | ErrorKind::Interrupted
+                            ) =>
+                        {
+                            break;
+                        }
+                        // ICMP port unreachable: nobody listens there (yet). Keep trying until
+                        // the connect timeout says otherwise.
+                        Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
+                        Err(e) => return Err(lost(e)),
+                    }
+                }
+                socket.set_nonblocking(false).map_err(lost)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// True once the stream's format is known.
+    pub fn is_subscribed(&self) -> bool {
+        match self {
+            Link::Tcp { session, .. } => session.info().is_some(),
+            Link::Udp { client, .. } => client.is_subscribed(),
+        }
+    }
+
+    /// Sends a reception report (UDP only; TCP needs none).
+    pub fn report(&mut self, report: Report) {
+        if let Link::Udp { socket, .. } = self {
+            let _ = socket.send(&UdpClient::report(report));
+        }
+    }
+
+    /// Tells a UDP sender to stop sending.
+    pub fn bye(&mut self) {
+        if let Link::Udp { socket, .. } = self {
+            let _ = socket.send(&UdpClient::bye());
+        }
+    }
+
+    /// Datagrams dropped as malformed (UDP).
+    pub fn malformed(&self) -> u64 {
+        match self {
+            Link::Tcp { .. } => 0,
+            Link::Udp { client, .. } => client.malformed(),
+        }
+    }
+}
+
+/// A deadline helper: time left until `deadline`, zero when past.
+pub fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}

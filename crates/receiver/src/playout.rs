@@ -1,0 +1,276 @@
+//! Playout, sans-IO: the jitter buffer and the level controller together.
+//!
+//! The feeding thread calls [`Playout::push`] for every frame that arrives and [`Playout::next`]
+//! whenever the output needs more audio, telling it how much audio is already queued downstream
+//! (in the ring and the device). The level the controller steers is the whole latency the player
+//! adds: what the jitter buffer holds plus what is queued downstream. Everything is measured in
+//! seconds on a monotonic clock the caller passes in, so tests run in virtual time.
+
+use std::time::Duration;
+
+use audiowire_protocol::{Audio, StreamInfo};
+
+use crate::control::{Controller, ControllerConfig};
+use crate::jitter::{JitterBuffer, JitterStats, Popped, TargetPolicy};
+
+/// A snapshot of playout state for the stats line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlayoutStats {
+    /// The jitter buffer's counters.
+    pub jitter: JitterStats,
+    /// The mean wait of a frame in the player (filtered), in seconds: the latency it adds.
+    pub level: f64,
+    /// The controller's error: level less the target, less the offset the stream started
+    /// with (see [`ControllerConfig::calibration`]), in seconds; 0 until calibrated.
+    pub error: f64,
+    /// The target latency, in seconds.
+    pub target: f64,
+    /// The resampling ratio now.
+    pub ratio: f64,
+    /// The drift the controller has learned, in ppm.
+    pub drift_ppm: f64,
+}
+
+/// Jitter buffer plus level controller.
+#[derive(Debug)]
+pub struct Playout {
+    jitter: JitterBuffer,
+    controller: Controller,
+}
+
+impl Playout {
+    /// Playout of a stream described by `info` with target `policy`.
+    pub fn new(info: StreamInfo, policy: TargetPolicy) -> Self {
+        Self {
+            jitter: JitterBuffer::new(info, policy),
+            controller: Controller::new(ControllerConfig {
+                // One frame of structural offset, plus 2 ms.
+                max_offset: f64::from(info.samples_per_frame) / f64::from(info.sample_rate) + 0.002,
+                ..ControllerConfig::default()
+            }),
+        }
+    }
+
+    /// A frame arrived at `now`.
+    pub fn push(&mut self, audio: Audio, now: Duration) {
+        self.jitter.push(audio, now);
+    }
+
+    /// The stream ends at `position`.
+    pub fn end(&mut self, position: u64) {
+        self.jitter.end(position);
+    }
+
+    /// The next frame to play, given `downstream` seconds already queued after the buffer (so
+    /// its first sample plays `downstream` from `now`). Updates the ratio to resample it with
+    /// ([`Playout::ratio`]).
+    ///
+    /// The controller steers the *wait*: for each received frame, the time from its arrival to
+    /// the playout of its first sample, `now - arrival + downstream`. Both ends of that are
+    /// instants, so it carries no quantisation from frame-sized steps, and its mean is the
+    /// latency the player adds.
+    pub fn next(&mut self, now: Duration, downstream: f64) -> Popped {
+        self.next_when(now, downstream, true)
+    }
+
+    /// As [`Playout::next`], but a missing frame is only concealed (or the buffer stalls) when
+    /// `urgent`; otherwise `Waiting` is returned and the frame may still come.
+    pub fn next_when(&mut self, now: Duration, downstream: f64, urgent: bool) -> Popped {
+        let popped = self.jitter.pop_when(urgent);
+        if let Popped::Frame {
+            arrival: Some(arrival),
+            ..
+        } = popped
+        {
+            let wait = now.saturating_sub(arrival).as_secs_f64() + downstream;
+            self.controller
+                .update(now.as_secs_f64(), wait, self.jitter.target().as_secs_f64());
+        }
+        popped
+    }
+
+    /// The resampling ratio (output samples per input sample) for what `next` returned.
+    pub fn ratio(&self) -> f64 {
+        self.controller.ratio()
+    }
+
+    /// The latency target now.
+    pub fn target(&self) -> Duration {
+        self.jitter.target()
+    }
+
+    /// Counters and state.
+    pub fn stats(&self) -> PlayoutStats {
+        PlayoutStats {
+            jitter: self.jitter.stats(),
+            level: self.controller.level().unwrap_or(0.0),
+            error: self
+                .controller
+                .error(self.jitter.target().as_secs_f64())
+                .unwrap_or(0.0),
+            target: self.jitter.target().as_secs_f64(),
+            ratio: self.controller.ratio(),
+            drift_ppm: self.controller.drift_ppm(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use audiowire_protocol::{Codec, SampleFormat};
+
+    const RATE: u32 = 48_000;
+    const SPF: u64 = 480;
+
+    fn info() -> StreamInfo {
+        StreamInfo {
+            sample_rate: RATE,
+            channels: 1,
+            format: SampleFormat::S16,
+            codec: Codec::Pcm,
+            samples_per_frame: SPF as u32,
+            total_frames: None,
+        }
+    }
+
+    fn audio(seq: u64) -> Audio {
+        Audio {
+            sequence: seq,
+            position: seq * SPF,
+            timestamp_us: 0,
+            payload: vec![0; SPF as usize * 2],
+        }
+    }
+
+    /// What a virtual-time run measured.
+    #[derive(Debug)]
+    struct Run {
+        underruns: u64,
+        device_starved: u64,
+        worst_after_convergence: f64,
+        drift_ppm: f64,
+    }
+
+    /// Simulates `secs` seconds: a sender whose clock runs `ppm` fast (negative: slow) sends 10 ms
+    /// frames over a network with `delay` plus a deterministic jitter pattern of `jitter`
+    /// amplitude; a device consumes 10 ms periods at the nominal rate; the feeder keeps 15 ms
+    /// queued downstream, resampling each frame by the controller's ratio. Checks the level
+    /// against the target after `converge` seconds.
+    fn simulate(ppm: f64, secs: f64, delay: f64, jitter: f64, target: f64, converge: f64) -> Run {
+        let mut p = Playout::new(info(), TargetPolicy::fixed(Duration::from_secs_f64(target)));
+        let frame = SPF as f64 / f64::from(RATE);
+        let sender_period = frame / (1.0 + ppm * 1e-6);
+        let tick = 0.001; // 1 ms steps of virtual time
+        let mut next_send = 0u64;
+        let mut in_flight: Vec<(f64, u64)> = Vec::new();
+        let mut downstream = 0.0f64; // seconds queued after the buffer
+        let mut next_period = 0.0f64;
+        let mut started = false;
+        let mut run = Run {
+            underruns: 0,
+            device_starved: 0,
+            worst_after_convergence: 0.0,
+            drift_ppm: 0.0,
+        };
+        let steps = (secs / tick) as u64;
+        let mut levels = Vec::new();
+        for step in 0..steps {
+            let now = step as f64 * tick;
+            // Sender: every frame whose send time has come, with a jittered arrival.
+            while next_send as f64 * sender_period <= now {
+                let j = jitter * (((next_send * 7919) % 13) as f64 / 6.0 - 1.0);
+                in_flight.push((
+                    next_send as f64 * sender_period + delay + j.max(-delay),
+                    next_send,
+                ));
+                next_send += 1;
+            }
+            in_flight.retain(|&(at, seq)| {
+                if at <= now {
+                    p.push(audio(seq), Duration::from_secs_f64(now));
+                    false
+                } else {
+                    true
+                }
+            });
+            // Feeder: top the downstream queue up to 15 ms.
+            while downstream < 0.015 {
+                match p.next(Duration::from_secs_f64(now), downstream) {
+                    Popped::Frame { .. } | Popped::Stall { .. } => {
+                        if !started {
+                            // The device starts with the first audio.
+                            started = true;
+                            next_period = now;
+                        }
+                        downstream += frame * p.ratio();
+                    }
+                    Popped::Waiting | Popped::Ended => break,
+                }
+            }
+            // Device: one 10 ms period every 10 ms, at the nominal rate.
+            if started && now >= next_period {
+                next_period += 0.010;
+                downstream -= 0.010;
+                if downstream < 0.0 {
+                    run.device_starved += 1;
+                    downstream = 0.0;
+                }
+            }
+            if now >= converge {
+                let s = p.stats();
+                run.worst_after_convergence = run.worst_after_convergence.max(s.error.abs());
+                if step % 60_000 == 0 {
+                    levels.push(format!("{:+.2}", s.error * 1e3));
+                }
+            }
+        }
+        eprintln!("ppm {ppm:+}: level - target each minute after convergence (ms): {levels:?}");
+        let s = p.stats();
+        run.underruns = s.jitter.underruns;
+        run.drift_ppm = s.drift_ppm;
+        run
+    }
+
+    #[test]
+    fn sender_clock_500_ppm_fast_over_an_hour_holds_the_level() {
+        let run = simulate(500.0, 3600.0, 0.005, 0.002, 0.040, 300.0);
+        assert_eq!(run.underruns, 0, "{run:?}");
+        assert_eq!(run.device_starved, 0, "{run:?}");
+        assert!(run.worst_after_convergence <= 0.002, "{run:?}");
+        assert!((run.drift_ppm - 500.0).abs() < 50.0, "{run:?}");
+    }
+
+    #[test]
+    fn sender_clock_500_ppm_slow_over_an_hour_holds_the_level() {
+        let run = simulate(-500.0, 3600.0, 0.005, 0.002, 0.040, 300.0);
+        assert_eq!(run.underruns, 0, "{run:?}");
+        assert_eq!(run.device_starved, 0, "{run:?}");
+        assert!(run.worst_after_convergence <= 0.002, "{run:?}");
+        assert!((run.drift_ppm + 500.0).abs() < 50.0, "{run:?}");
+    }
+
+    #[test]
+    fn no_drift_no_jitter_keeps_the_ratio_at_exactly_one() {
+        let mut p = Playout::new(info(), TargetPolicy::fixed(Duration::from_millis(30)));
+        let mut downstream = 0.0;
+        let mut seq = 0;
+        for ms in 0..60_000u64 {
+            let now = Duration::from_millis(ms);
+            if ms % 10 == 0 {
+                p.push(audio(seq), now);
+                seq += 1;
+            }
+            while downstream < 0.015 {
+                match p.next(now, downstream) {
+                    Popped::Frame { .. } => downstream += 0.010 * p.ratio(),
+                    _ => break,
+                }
+            }
+            if ms % 10 == 5 && p.stats().jitter.received > 3 {
+                downstream -= 0.010;
+            }
+            assert_eq!(p.ratio(), 1.0, "at {ms} ms: {:?}", p.stats());
+        }
+    }
+}
