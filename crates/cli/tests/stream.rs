@@ -124,6 +124,8 @@ fn many_players_at_once_each_from_the_start() {
         assert!(res.status.success(), "{}", text(&res.stderr));
         let (_, got) = wav_samples(&out);
         assert_eq!(got, want, "{} differs", out.display());
+        // Ping/Pong during the stream measured the sender's clock: the same machine, so ~0.
+        assert_sender_clock_near_zero(&text(&res.stdout));
     }
     // 3.54 s of audio paced in real time, four players served side by side, not in turn.
     let took = started.elapsed();

@@ -226,3 +226,34 @@ fn the_udp_sender_answers_framed_echo_and_ping() {
     };
     assert!(*size <= 3 * ping.len());
 }
+
+#[test]
+fn several_udp_players_at_once_each_from_the_start() {
+    let src = clip("speech-22k-s16-mono.wav");
+    let sender = Sender::start(&src, &["--transport", "udp"]);
+    let dir = tmpdir("udp-many");
+    let players: Vec<_> = (0..3)
+        .map(|i| {
+            let out = dir.join(format!("p{i}.wav"));
+            let child = std::process::Command::new(bin())
+                .args(["play", &sender.addr, "--transport", "udp", "--out"])
+                .arg(&out)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (child, out)
+        })
+        .collect();
+    let (_, want) = wav_samples(&src);
+    for (child, out) in players {
+        let res = wait_output(child, Duration::from_secs(30));
+        let summary = text(&res.stdout);
+        assert!(res.status.success(), "{}{summary}", text(&res.stderr));
+        let (_, got) = wav_samples(&out);
+        assert_eq!(got, want, "{} differs: {summary}", out.display());
+        assert!(summary.contains(" 0 underruns"), "{summary}");
+        assert_sender_clock_near_zero(&summary);
+    }
+}

@@ -4,8 +4,11 @@
 //! A configuration with the stream's own rate and channel count is preferred (float samples
 //! first); when the device has none, its default configuration is used and the player converts
 //! (see [`crate::convert`]).
+//!
+//! The audio host (ALSA, JACK with the `jack` feature, ...) is chosen once per process with
+//! [`select_host`] (`--host`); every lookup here, and any other module's, goes through [`host`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::Ordering;
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
@@ -63,6 +66,55 @@ fn alsa_said(context: &str) {
     alsa_quiet::said(context);
     #[cfg(not(target_os = "linux"))]
     let _ = context;
+}
+
+/// The host [`select_host`] chose for this process.
+static HOST: OnceLock<cpal::HostId> = OnceLock::new();
+
+/// The audio hosts this build knows, by name (`alsa`, and `jack` in a build with the `jack`
+/// feature), whether or not they work on this machine.
+pub fn host_names() -> Vec<&'static str> {
+    cpal::ALL_HOSTS.iter().map(|h| h.name()).collect()
+}
+
+/// Chooses the audio host by name (case-insensitive) for the rest of the process; call it
+/// before any device is used. Choosing again the same host is fine; another one is refused.
+pub fn select_host(name: &str) -> Result<()> {
+    let want = name.trim().to_lowercase();
+    let Some(id) = cpal::ALL_HOSTS
+        .iter()
+        .copied()
+        .find(|h| h.name().to_lowercase() == want)
+    else {
+        let hint = if want == "jack" {
+            " (this audiowire was built without JACK: build it with `--features jack`, which \
+             needs libjack's headers, e.g. Debian's libjack-jackd2-dev)"
+        } else {
+            ""
+        };
+        return Err(Error::Device(format!(
+            "no audio host \"{name}\"{hint}; this build has: {}",
+            host_names().join(", ")
+        )));
+    };
+    let chosen = *HOST.get_or_init(|| id);
+    if chosen != id {
+        return Err(Error::Device(format!(
+            "the audio host is already {}, cannot switch to {}",
+            chosen.name(),
+            id.name()
+        )));
+    }
+    Ok(())
+}
+
+/// The audio host: the one [`select_host`] chose, or cpal's default (ALSA on Linux).
+pub fn host() -> Result<cpal::Host> {
+    match HOST.get() {
+        None => Ok(cpal::default_host()),
+        Some(&id) => cpal::host_from_id(id)
+            .map_err(|e| Error::Device(format!("the {} host is unavailable: {e}", id.name()))),
+    }
 }
 
 /// Most samples rendered per inner step of the callback (scratch size, allocated up front).
@@ -150,7 +202,7 @@ fn device_id(d: &Device) -> String {
 /// Lists the default host's output devices and what they support.
 pub fn list_outputs() -> Result<Vec<DeviceListing>> {
     quiet_alsa();
-    let host = cpal::default_host();
+    let host = host()?;
     let default_id = host.default_output_device().map(|d| device_id(&d));
     let devices = host
         .output_devices()
@@ -232,7 +284,7 @@ fn format_rank(f: SampleFormat) -> usize {
 
 fn find_device(name: Option<&str>) -> Result<Device> {
     quiet_alsa();
-    let host = cpal::default_host();
+    let host = host()?;
     let Some(want) = name else {
         return host.default_output_device().ok_or_else(|| {
             Error::Device(

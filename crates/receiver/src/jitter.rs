@@ -639,6 +639,43 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_fades_out_then_silence_then_fades_into_the_next_frame() {
+        let mut jb = JitterBuffer::new(info(), TargetPolicy::fixed(ms(10)));
+        for seq in [0, 1, 6, 7] {
+            jb.push(frame(seq), ms(seq));
+        }
+        let mut out = Vec::new();
+        for _ in 0..8 {
+            let Popped::Frame {
+                sequence,
+                payload,
+                concealed,
+                ..
+            } = jb.pop()
+            else {
+                panic!()
+            };
+            out.push((sequence, concealed, floats(&payload)));
+        }
+        let lost: Vec<u64> = out.iter().filter(|f| f.1).map(|f| f.0).collect();
+        assert_eq!(lost, [2, 3, 4, 5]);
+        let peak = |v: &[f32]| v.iter().map(|x| x.abs()).fold(0.0, f32::max);
+        // 2 fades out from frame 1 (ending in silence), 3 and 4 are silence, 5 fades into 6.
+        assert!(out[2].2.last().unwrap().abs() < 1e-3);
+        assert_eq!(peak(&out[3].2), 0.0);
+        assert_eq!(peak(&out[4].2), 0.0);
+        assert!(out[5].2[0].abs() < 1e-3);
+        assert_eq!(out[5].2.last(), out[6].2.first());
+        let steps = out
+            .windows(2)
+            .map(|w| (w[1].2[0] - w[0].2[w[0].2.len() - 1]).abs())
+            .fold(0.0, f32::max);
+        assert!(steps < 0.03, "a step at a frame boundary: {steps}");
+        let s = jb.stats();
+        assert_eq!((s.lost, s.concealed, s.underruns), (4, 4, 0));
+    }
+
+    #[test]
     fn mirror_reads_back_and_forth() {
         let seq: Vec<usize> = (0..8).map(|i| mirror(i, 3)).collect();
         assert_eq!(seq, [0, 1, 2, 2, 1, 0, 0, 1]);

@@ -235,6 +235,25 @@ impl Link {
         }
     }
 
+    /// Sends a `Ping` (the sender answers with a `Pong` carrying its clock).
+    pub fn ping(&mut self, id: u64, t1_us: u64) {
+        let mut out = Vec::new();
+        if (audiowire_protocol::Message::Ping { id, t1_us })
+            .encode_frame(&mut out)
+            .is_err()
+        {
+            return;
+        }
+        match self {
+            Link::Tcp { stream, .. } => {
+                let _ = stream.write_all(&out);
+            }
+            Link::Udp { socket, .. } => {
+                let _ = socket.send(&out);
+            }
+        }
+    }
+
     /// Tells a UDP sender to stop sending.
     pub fn bye(&mut self) {
         if let Link::Udp { socket, .. } = self {

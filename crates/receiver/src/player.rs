@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use audiowire_protocol::clock::{Exchange, OffsetFilter};
 use audiowire_protocol::{Report, StreamInfo};
 use ringbuf::traits::{Observer, Producer, Split};
 use ringbuf::{HeapProd, HeapRb};
@@ -146,6 +147,8 @@ pub struct Summary {
     pub recorded: Option<PathBuf>,
     /// True when stopped by Ctrl-C before the end.
     pub interrupted: bool,
+    /// The best clock exchange with the sender (smallest round trip), if any.
+    pub clock: Option<Exchange>,
 }
 
 impl Summary {
@@ -199,6 +202,14 @@ impl fmt::Display for Summary {
             )?,
             _ => write!(f, " · latency n/a")?,
         }
+        if let Some(x) = self.clock {
+            write!(
+                f,
+                " · sender clock {:+.2} ms (±{:.2} ms)",
+                x.offset_us() / 1e3,
+                x.delay_us().max(0.0) / 2e3
+            )?;
+        }
         if self.playout.drift_ppm.abs() >= 1.0 {
             write!(f, " · drift {:+.0} ppm", self.playout.drift_ppm)?;
         }
@@ -239,6 +250,8 @@ struct Pipeline {
     frames_out: u64,
     fade_in: bool,
     finished: bool,
+    /// The sender's clock offset (best exchange so far).
+    clock: Option<Exchange>,
 }
 
 impl Pipeline {
@@ -320,6 +333,7 @@ impl Pipeline {
             frames_out: 0,
             fade_in: false,
             finished: false,
+            clock: None,
         })
     }
 
@@ -360,7 +374,9 @@ impl Pipeline {
                         let device =
                             self.shared.device_delay_ns.load(Ordering::Relaxed) as f64 / 1e9;
                         let at = unix_micros() + ((downstream + device) * 1e6) as i64;
-                        self.latency.record(at - ts as i64);
+                        // The timestamp is on the sender's clock: bring it to ours.
+                        let offset = self.clock.map_or(0, |x| x.offset_us() as i64);
+                        self.latency.record_at(now, at - (ts as i64 - offset));
                     }
                     self.output(&payload, false)?;
                 }
@@ -468,6 +484,7 @@ impl Pipeline {
             output: self.description.clone(),
             recorded: self.recorder.as_ref().map(|r| r.path().to_path_buf()),
             interrupted,
+            clock: self.clock,
         })
     }
 
@@ -539,7 +556,17 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
     let mut last_stats = Instant::now();
     let mut interrupted = false;
     let mut ended = false;
+    // Ping/Pong once a second: the sender's clock offset (NTP's method, best of the exchanges),
+    // so latency is measured from the sender's schedule even across machines.
+    let mut offsets = OffsetFilter::new();
+    let mut pings = 0u64;
+    let mut next_ping = Instant::now() + Duration::from_millis(200);
     loop {
+        if Instant::now() >= next_ping && link.is_subscribed() {
+            next_ping = Instant::now() + Duration::from_secs(1);
+            pings += 1;
+            link.ping(pings, unix_micros() as u64);
+        }
         if shutdown.load(Ordering::Relaxed) {
             interrupted = true;
             break;
@@ -574,6 +601,23 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
                     }
                 }
                 Event::SenderError(text) => return Err(Error::Sender(text)),
+                Event::Pong {
+                    t1_us,
+                    t2_us,
+                    t3_us,
+                    ..
+                } => {
+                    let x = Exchange {
+                        t1_us,
+                        t2_us,
+                        t3_us,
+                        t4_us: unix_micros() as u64,
+                    };
+                    offsets.push(x);
+                    if let Some(p) = pipeline.as_mut() {
+                        p.clock = offsets.best();
+                    }
+                }
             }
         }
         if !open && !ended {

@@ -21,6 +21,17 @@ pub enum Event {
     },
     /// The sender gave up.
     SenderError(String),
+    /// The answer to one of our `Ping`s (t1 ours, t2 and t3 the sender's clock).
+    Pong {
+        /// The ping's id.
+        id: u64,
+        /// When the ping left, on our clock (µs since the Unix epoch).
+        t1_us: u64,
+        /// When it arrived, on the sender's clock.
+        t2_us: u64,
+        /// When the pong left, on the sender's clock.
+        t3_us: u64,
+    },
 }
 
 /// Why the session refused the sender's bytes.
@@ -112,6 +123,20 @@ impl Session {
         let order = |s: String| Err(SessionError::Order(s));
         match (self.state, msg) {
             (_, Message::Error { text, .. }) => Ok(Event::SenderError(text)),
+            (
+                _,
+                Message::Pong {
+                    id,
+                    t1_us,
+                    t2_us,
+                    t3_us,
+                },
+            ) => Ok(Event::Pong {
+                id,
+                t1_us,
+                t2_us,
+                t3_us,
+            }),
             (State::AwaitInfo, Message::StreamInfo(info)) => {
                 info.validate()?;
                 self.info = Some(info);

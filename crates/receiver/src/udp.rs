@@ -141,6 +141,17 @@ impl UdpClient {
                 }
             }
             Message::End { position } => events.push(Event::End { position }),
+            Message::Pong {
+                id,
+                t1_us,
+                t2_us,
+                t3_us,
+            } => events.push(Event::Pong {
+                id,
+                t1_us,
+                t2_us,
+                t3_us,
+            }),
             Message::Error { text, .. } => events.push(Event::SenderError(text)),
             _ => {}
         }

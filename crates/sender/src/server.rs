@@ -7,8 +7,8 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -237,6 +237,49 @@ impl Server {
     }
 }
 
+/// Reads what a streaming player sends (until `stop`, the player's end of file, or an error) and
+/// passes its probes (`Ping`, `Echo`) on with their arrival time. Bounded: wakes every 100 ms.
+fn read_probes(stream: &mut TcpStream, stop: &AtomicBool, probes: &mpsc::Sender<(Message, u64)>) {
+    if stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .is_err()
+    {
+        return;
+    }
+    let mut decoder = FrameDecoder::new(MAX_CONTROL_FRAME);
+    let mut buf = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => return,
+        };
+        let received = unix_micros();
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            let Ok(used) = decoder.push(input) else {
+                return; // not the protocol: stop listening, the stream goes on
+            };
+            input = &input[used..];
+            if let Some(frame) = decoder.next_frame()
+                && let Ok(msg) = Message::decode(frame)
+                && matches!(msg, Message::Ping { .. } | Message::Echo { .. })
+                && probes.send((msg, received)).is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
 /// The pre-roll a player asked for, within the configured maximum.
 pub(crate) fn preroll_of(hello: &audiowire_protocol::Hello, config: &ServerConfig) -> Duration {
     hello
@@ -414,17 +457,45 @@ fn serve_player(
     };
     send(&mut stream, &Message::StreamInfo(info), &mut out)?;
 
+    // The player may probe during the stream (Ping for the clock offset, Echo): a reader thread
+    // answers through this thread, between audio frames, so only one thread writes.
+    let (probes, answers) = mpsc::channel::<(Message, u64)>();
+    let reader_stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let mut rd = stream.try_clone()?;
+        let stop = Arc::clone(&reader_stop);
+        thread::Builder::new()
+            .name("player probes".into())
+            .spawn(move || read_probes(&mut rd, &stop, &probes))?
+    };
     let mut frame = Vec::new();
     let stop = || shutdown.load(Ordering::Relaxed);
-    let position = match stream_file(
+    let result = stream_file(
         &mut source,
         info,
         preroll,
         config.looping,
-        &mut |bytes| stream.write_all(bytes),
+        &mut |bytes| {
+            for (probe, received) in answers.try_iter() {
+                if let Some(reply) = answer_probe(&probe, received, unix_micros()) {
+                    let mut out = Vec::new();
+                    if reply.encode_frame(&mut out).is_ok() {
+                        stream.write_all(&out)?;
+                    }
+                }
+            }
+            stream.write_all(bytes)
+        },
         &stop,
         &mut frame,
-    ) {
+    );
+    // End goes out at once; then the reader is stopped (it may take its 100 ms timeout).
+    if let Ok(position) = result {
+        send(&mut stream, &Message::End { position }, &mut out)?;
+    }
+    reader_stop.store(true, Ordering::Relaxed);
+    let _ = reader.join();
+    let position = match result {
         Ok(p) => p,
         Err(Error::Io(e)) => return Err(Error::Io(e)),
         Err(e) => {
@@ -439,7 +510,6 @@ fn serve_player(
             return Err(e);
         }
     };
-    send(&mut stream, &Message::End { position }, &mut out)?;
     // Half-close and wait for the player to hang up, so the last bytes are not lost to a reset.
     stream.shutdown(Shutdown::Write)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;

@@ -296,3 +296,18 @@ pub fn start_listening_peer(script: &str, args: &[&str]) -> (Proc, String) {
     let port = line.trim_start_matches("PORT ").trim().to_string();
     (p, format!("127.0.0.1:{port}"))
 }
+
+/// Asserts a player's summary reports the sender's clock (measured with Ping/Pong during the
+/// stream) within 2 ms of ours, as it must be on one machine.
+pub fn assert_sender_clock_near_zero(summary: &str) {
+    let offset: f64 = summary
+        .split(" · sender clock ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sender clock in: {summary}"));
+    assert!(
+        offset.abs() < 2.0,
+        "sender clock {offset} ms on one machine: {summary}"
+    );
+}
