@@ -27,3 +27,14 @@ need_rust() {
 # What building audiowire needs: a C toolchain, pkg-config and ALSA's headers for cpal, cmake
 # for the Opus codec.
 BUILD_PACKAGES=(build-essential pkg-config libasound2-dev cmake)
+
+# What the format tests add: sox (with its FLAC and Ogg Vorbis handlers) and lame, which make
+# FLAC, Ogg and MP3 files from the test clips at test time (test-audio/make-encoded.sh).
+CODEC_TEST_PACKAGES=(sox libsox-fmt-base lame)
+
+# What the peer lab (benches/peer-lab/run.sh) adds: a JACK server and its Python client for the
+# measuring harness, libjack's headers for audiowire's `jack` feature (cpal's JACK host), ALSA's
+# jack plugin, and the peers measured beside audiowire. Not needed to build or test.
+LAB_PACKAGES=(jackd2 libjack-jackd2-dev python3-jack-client python3-numpy libasound2-plugins
+    jacktrip trx gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-bad)

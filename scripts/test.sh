@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Quick start, part 2: the whole test suite, as CI runs it. Installs what the tests use: the build
-# packages, and PulseAudio + ALSA's pulse plugin for the headless "fake speaker" that cpal plays
-# into (scripts/fake-speaker.sh). Then formatting, lints, and every test.
+# packages, PulseAudio + ALSA's pulse plugin for the headless "fake speaker" that cpal plays
+# into (scripts/fake-speaker.sh), and sox and lame for the FLAC/MP3/Ogg test files. Then
+# formatting, lints, and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/packages.sh
 need_rust
-need_packages "${BUILD_PACKAGES[@]}" pulseaudio pulseaudio-utils libasound2-plugins alsa-utils
+need_packages "${BUILD_PACKAGES[@]}" pulseaudio pulseaudio-utils libasound2-plugins alsa-utils \
+    "${CODEC_TEST_PACKAGES[@]}"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
+# A short coverage-guided fuzz run of every target in fuzz/ (docs/fuzzing.md), counted with the
+# tests; skipped, in one line, where cargo-fuzz cannot be had. AUDIOWIRE_FUZZ_RUNS=0 skips it.
+if [ "${AUDIOWIRE_FUZZ_RUNS:-200000}" != 0 ]; then
+    bash scripts/fuzz.sh "${AUDIOWIRE_FUZZ_RUNS:-200000}" 2>&1 | tee -a "$log"
+fi
 # One closing line for the whole run (cargo's last line is a crate's doc-tests, often 0 of 0).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"

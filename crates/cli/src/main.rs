@@ -1,8 +1,10 @@
 //! `audiowire`: the one binary. Parses the command line, sets up logging and Ctrl-C, and calls
 //! the sender and receiver crates. Errors end as one line on stderr and a non-zero exit.
 
+mod bench;
 mod demo;
 mod netsim;
+mod send;
 mod tools;
 
 use std::io::IsTerminal;
@@ -33,16 +35,49 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve a WAV file to every player that connects, each from the start, paced in real time.
+    /// Serve an audio file (or a live input) to every player that connects, paced in real time:
+    /// each from the start, or all joining one live stream (--input, --broadcast).
     Send {
-        /// The WAV file (PCM 8/16/24/32-bit integer or 32-bit float, any rate and channels).
-        file: PathBuf,
+        /// The audio file: WAV (bit-exact), FLAC, MP3, Ogg Vorbis, AAC/ALAC in MP4, AIFF, ...
+        #[arg(required_unless_present = "input")]
+        file: Option<PathBuf>,
+        /// Stream live from an input device (the default one, or by id or name; see `audiowire
+        /// devices`) instead of a file. Players join the stream where it stands.
+        #[arg(long, value_name = "DEVICE", num_args = 0..=1, default_missing_value = "", conflicts_with = "file")]
+        input: Option<String>,
+        /// One live stream for every player, joined where it stands (not each from the start).
+        #[arg(long)]
+        broadcast: bool,
+        /// With --input: the audio host, alsa (the default on Linux) or jack in a build with
+        /// `--features jack`.
+        #[arg(long, requires = "input")]
+        host: Option<String>,
+        /// pcm (bit-exact, the default) or opus (48 kHz, a fraction of the bandwidth).
+        #[arg(long, value_enum, default_value = "pcm")]
+        codec: send::CodecArg,
+        /// Opus bitrate, e.g. 64k or 128000 (default: 64k per channel).
+        #[arg(long, value_parser = send::parse_bitrate)]
+        bitrate: Option<u32>,
+        /// Opus encoder complexity, 0 (fastest) to 10 (best).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=10))]
+        complexity: u8,
+        /// Opus discontinuous transmission: almost nothing is sent during silence.
+        #[arg(long)]
+        dtx: bool,
+        /// Opus over UDP: no in-band FEC (by default the encoder adds it for the loss players
+        /// report).
+        #[arg(long)]
+        no_fec: bool,
+        /// Resample the stream to this rate (PCM; Opus always runs at 48 kHz).
+        #[arg(long, value_name = "HZ", value_parser = clap::value_parser!(u32).range(1..=768_000))]
+        rate: Option<u32>,
         /// Address to listen on, HOST:PORT (0.0.0.0:PORT or [::]:PORT for every interface).
         #[arg(long, default_value = "127.0.0.1:7878")]
         listen: String,
-        /// Duration of one frame in milliseconds.
-        #[arg(long, default_value_t = 10.0)]
-        frame_ms: f64,
+        /// Duration of one frame in milliseconds (default 10; Opus: 2.5, 5, 10, 20 (default), 40
+        /// or 60).
+        #[arg(long)]
+        frame_ms: Option<f64>,
         /// Start again at the end of the file, forever.
         #[arg(long = "loop")]
         looping: bool,
@@ -55,6 +90,13 @@ enum Command {
         /// UDP: drop a player that sends no report for this long.
         #[arg(long, value_parser = parse_duration, default_value = "5s")]
         player_timeout: Duration,
+        /// A pre-shared key (any secret in a file): players must prove they hold it, and audio
+        /// is encrypted with it. Or set AUDIOWIRE_KEY to the secret itself.
+        #[arg(long, value_name = "FILE", env = "AUDIOWIRE_KEY_FILE")]
+        key: Option<PathBuf>,
+        /// Send as fast as each player reads, not in real time (soak and throughput tests).
+        #[arg(long)]
+        unpaced: bool,
     },
     /// Connect to a sender and play the stream on a sound device, or record it to a WAV file.
     Play {
@@ -79,6 +121,22 @@ enum Command {
         /// Print live stats as JSON lines on stdout, twice a second.
         #[arg(long, conflicts_with = "stats")]
         stats_json: bool,
+        /// Print the summary at the end as one line of JSON (latency percentiles included).
+        #[arg(long)]
+        summary_json: bool,
+        /// Write each frame's latency to this CSV file at the end (`t_s,latency_ms`).
+        #[arg(long, value_name = "FILE")]
+        latency_log: Option<PathBuf>,
+        /// Audio host: alsa (the default on Linux), or jack in a build with `--features jack`.
+        #[arg(long)]
+        host: Option<String>,
+        /// Give up at once when the connection dies mid-stream, instead of reconnecting and
+        /// resuming where the stream was.
+        #[arg(long)]
+        no_reconnect: bool,
+        /// The sender's pre-shared key (a file holding the secret); or set AUDIOWIRE_KEY.
+        #[arg(long, value_name = "FILE", env = "AUDIOWIRE_KEY_FILE")]
+        key: Option<PathBuf>,
         /// Output device, by id or name (see `audiowire devices`); default: the system's.
         #[arg(long)]
         device: Option<String>,
@@ -95,8 +153,15 @@ enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
         device_channels: Option<u16>,
     },
-    /// List output devices and the configurations they support.
-    Devices,
+    /// List output and input devices and the configurations they support.
+    Devices {
+        /// Audio host: alsa (the default on Linux), or jack in a build with `--features jack`.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Measure latency, glitches and CPU end to end: the real sender and player over loopback
+    /// through the network simulator (or from a remote sender), with JSON, Markdown and plots.
+    Bench(bench::BenchArgs),
     #[command(flatten)]
     Tools(tools::ToolCommand),
     /// Relay UDP (or TCP) through a simulated network: delay, jitter, loss, reordering, rate.
@@ -114,6 +179,31 @@ enum Command {
 enum TransportArg {
     Tcp,
     Udp,
+}
+
+/// The pre-shared key: the contents of `file` (trailing whitespace trimmed), or else the
+/// AUDIOWIRE_KEY environment variable; `None` when neither is given.
+fn load_key(file: Option<&std::path::Path>) -> Result<Option<audiowire_protocol::auth::Key>> {
+    let secret = match file {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read the key file {}", path.display()))?;
+            let end = bytes
+                .iter()
+                .rposition(|b| !b.is_ascii_whitespace())
+                .map_or(0, |i| i + 1);
+            bytes[..end].to_vec()
+        }
+        None => match std::env::var("AUDIOWIRE_KEY") {
+            Ok(v) if !v.is_empty() => v.into_bytes(),
+            _ => return Ok(None),
+        },
+    };
+    let key = audiowire_protocol::auth::Key::from_secret(&secret).with_context(|| match file {
+        Some(p) => format!("key file {}", p.display()),
+        None => "AUDIOWIRE_KEY".to_string(),
+    })?;
+    Ok(Some(key))
 }
 
 /// Parses `50`, `50ms`, `0.05s` into a duration.
@@ -143,11 +233,26 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 1) => "debug",
         _ => "trace",
     };
+    // symphonia logs what it tries while probing a file (at error level, for a file that is
+    // simply not audio); our own error says what matters, so its logs show from -vv on.
+    let default = if verbose >= 2 {
+        default.to_string()
+    } else {
+        format!("{default},symphonia=off")
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| {
+            // On a terminal a log line first clears a status line being rewritten there (the
+            // sender's progress, the player's --stats), which is redrawn after it.
+            let mut err = std::io::stderr();
+            if err.is_terminal() {
+                let _ = std::io::Write::write_all(&mut err, b"\r\x1b[K");
+            }
+            err
+        })
         .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .with_target(false)
@@ -173,26 +278,63 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Send {
             file,
+            input,
+            broadcast,
+            host,
+            codec,
+            bitrate,
+            complexity,
+            dtx,
+            no_fec,
+            rate,
             listen,
             frame_ms,
             looping,
             transport,
             max_datagram,
             player_timeout,
+            key,
+            unpaced,
         } => {
-            let mut config = ServerConfig::new(file);
+            if let Some(h) = &host {
+                audiowire_sender::host::select_host(h)?;
+            }
+            let mut config = ServerConfig::new(file.unwrap_or_default());
+            config.input = input.map(|name| Some(name).filter(|n| !n.is_empty()));
+            config.broadcast = broadcast;
+            config.codec = send::codec_config(codec, bitrate, complexity, dtx, no_fec);
+            config.rate = rate;
+            let frame_ms = frame_ms.unwrap_or(match codec {
+                send::CodecArg::Pcm => 10.0,
+                send::CodecArg::Opus => 20.0,
+            });
             config.silence_timeout = player_timeout;
+            config.key = load_key(key.as_deref())?;
+            let warn_open = |addr: std::net::SocketAddr, keyed: bool| {
+                if !addr.ip().is_loopback() && !keyed {
+                    tracing::warn!(
+                        "listening on {addr} without a key: anyone who can reach it can play the \
+                         stream (use --key FILE)"
+                    );
+                }
+            };
+            let keyed = config.key.is_some();
             config.frame_ms = frame_ms;
             config.looping = looping;
             config.max_datagram = max_datagram as usize;
+            config.unpaced = unpaced;
+            let codec_config = config.codec;
+            let live = config.input.is_some() || config.broadcast;
             let log = |info: audiowire_protocol::StreamInfo,
                        kind: &str,
                        addr: std::net::SocketAddr| {
                 tracing::info!(
-                    "serving {} Hz, {} ch, {} in {:.1} ms frames over {kind} on {addr} (Ctrl-C stops)",
+                    "serving {}{} Hz, {} ch, {}{} in {:.1} ms frames over {kind} on {addr} (Ctrl-C stops)",
+                    if live { "live " } else { "" },
                     info.sample_rate,
                     info.channels,
                     info.format,
+                    send::codec_note(&info, &codec_config),
                     f64::from(info.samples_per_frame) * 1000.0 / f64::from(info.sample_rate),
                 );
             };
@@ -200,11 +342,15 @@ fn run(cli: Cli) -> Result<()> {
                 TransportArg::Tcp => {
                     let server = Server::bind(&listen, config)?;
                     log(server.stream_info(), "tcp", server.local_addr());
+                    warn_open(server.local_addr(), keyed);
+                    let _line = send::ProgressLine::start(server.progress(), server.stream_info());
                     server.run(&shutdown)?;
                 }
                 TransportArg::Udp => {
                     let server = UdpServer::bind(&listen, config)?;
                     log(server.stream_info(), "udp", server.local_addr());
+                    warn_open(server.local_addr(), keyed);
+                    let _line = send::ProgressLine::start(server.progress(), server.stream_info());
                     server.run(&shutdown)?;
                 }
             }
@@ -218,6 +364,11 @@ fn run(cli: Cli) -> Result<()> {
             latency_max,
             stats,
             stats_json,
+            summary_json,
+            latency_log,
+            host,
+            no_reconnect,
+            key,
             device,
             out,
             also_play,
@@ -246,6 +397,8 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 StatsMode::Off
             };
+            config.reconnect = !no_reconnect;
+            config.key = load_key(key.as_deref())?;
             config.device_rate = device_rate;
             config.device_channels = device_channels;
             config.output = if out.is_some() && !also_play {
@@ -254,11 +407,24 @@ fn run(cli: Cli) -> Result<()> {
                 Output::Device(device)
             };
             config.record = out;
+            if let Some(h) = &host {
+                audiowire_receiver::device::select_host(h)?;
+            }
             let summary = audiowire_receiver::play(&config, &shutdown)?;
-            println!("{summary}");
+            if let Some(path) = &latency_log {
+                bench::write_latency_log(path, summary.latency.trace())?;
+            }
+            if summary_json {
+                println!("{}", summary.to_json());
+            } else {
+                println!("{summary}");
+            }
             Ok(())
         }
-        Command::Devices => {
+        Command::Devices { host } => {
+            if let Some(h) = &host {
+                audiowire_receiver::device::select_host(h)?;
+            }
             let devices = audiowire_receiver::device::list_outputs()?;
             if devices.is_empty() {
                 println!("no output devices found");
@@ -277,11 +443,28 @@ fn run(cli: Cli) -> Result<()> {
                     println!("      supports: {c}");
                 }
             }
+            let inputs = audiowire_sender::capture::list_inputs()?;
+            println!("input devices (for `send --input`):");
+            if inputs.is_empty() {
+                println!("  none found");
+            }
+            for d in inputs {
+                println!(
+                    "{}{} ({})",
+                    if d.is_default { "* " } else { "  " },
+                    d.name,
+                    d.id
+                );
+                if let Some(c) = d.default_config {
+                    println!("      default: {c}");
+                }
+            }
             Ok(())
         }
         Command::Demo { out } => demo::run(out, &shutdown),
         Command::Tools(cmd) => tools::run(cmd, &shutdown),
         Command::Netsim(args) => netsim::run(&args, &shutdown),
+        Command::Bench(args) => bench::run(&args, &shutdown),
     }
 }
 

@@ -27,7 +27,7 @@ fn assert_bit_exact(name: &str) {
             "play",
             &sender.addr,
             "--latency",
-            "30ms",
+            "60ms",
             "--out",
             out.to_str().unwrap(),
         ],
@@ -97,7 +97,7 @@ fn channels_48k_8ch_extensible_is_bit_exact() {
 /// Starts `play ADDR --out FILE` as a child.
 fn spawn_player(addr: &str, out: &std::path::Path) -> std::process::Child {
     Command::new(bin())
-        .args(["play", addr, "--latency", "30ms", "--out"])
+        .args(["play", addr, "--latency", "60ms", "--out"])
         .arg(out)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -283,7 +283,8 @@ fn a_non_wav_file_is_refused_in_one_line() {
     );
     assert_one_line_error(
         &res,
-        "Cargo.toml is not a WAV file (no RIFF tag found); audiowire send reads PCM WAV files",
+        "Cargo.toml is not an audio file audiowire can read (no format audiowire knows); \
+         audiowire send reads WAV, FLAC, MP3, Ogg Vorbis",
     );
 }
 

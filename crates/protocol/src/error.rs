@@ -125,6 +125,18 @@ pub enum Error {
         /// The bytes given.
         got: usize,
     },
+    /// A pre-shared key was empty. Give a key file with some content.
+    #[error(
+        "the key is empty: put a secret in the key file (e.g. `head -c 32 /dev/urandom > audiowire.key`)"
+    )]
+    EmptyKey,
+    /// A sealed `Audio` frame failed authentication: forged, damaged, or sealed with another
+    /// key. Drop it; on a byte stream, close.
+    #[error("Audio #{sequence} failed authentication (a different key, or tampered with)")]
+    Unauthentic {
+        /// The frame's sequence number.
+        sequence: u64,
+    },
 }
 
 /// The protocol crate's `Result`.

@@ -2,7 +2,8 @@
 //!
 //! Every message on a byte stream is a *frame*: a u64 big-endian payload length followed by the
 //! payload ([`frame`]). The payload is a versioned envelope holding one [`Message`] ([`message`]).
-//! Audio payloads carry PCM samples in one of the [`SampleFormat`]s ([`pcm`]).
+//! Audio payloads carry PCM samples in one of the [`SampleFormat`]s ([`pcm`]), or Opus packets,
+//! whose size and FEC flag [`opus`] reads without decoding them.
 //! [`pystruct`] packs and unpacks records described by Python `struct` format strings, and
 //! [`clock`] is the NTP-style offset and RTT math of `Ping`/`Pong`.
 //!
@@ -10,10 +11,12 @@
 //! The sender and receiver crates own the I/O. The byte-level specification is `docs/protocol.md`.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod clock;
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod opus;
 pub mod pcm;
 pub mod pystruct;
 

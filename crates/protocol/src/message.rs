@@ -42,6 +42,7 @@ mod tag {
     pub const COOKIE: u8 = 0x20;
     pub const REPORT: u8 = 0x21;
     pub const BYE: u8 = 0x22;
+    pub const AUTH: u8 = 0x23;
 }
 
 /// Option keys a player may put in its `Hello`.
@@ -52,6 +53,17 @@ pub mod option {
     /// On UDP: the cookie from the sender's `Cookie` message, as 16 hex digits. A sender sends
     /// audio only to an address that echoed a valid cookie (return routability).
     pub const COOKIE: &str = "cookie";
+    /// A player resuming after a dropped connection: the sequence number to continue from
+    /// (decimal text).
+    pub const START_SEQUENCE: &str = "start-sequence";
+    /// A player resuming after a dropped connection: the sample frame to continue from (decimal
+    /// text). A file is read from there; a live stream ignores it and goes on where it stands.
+    pub const START_POSITION: &str = "start-position";
+    /// With a pre-shared key: the player's random nonce, 32 hex digits.
+    pub const NONCE: &str = "nonce";
+    /// With a pre-shared key: the player's proof that it holds the key, 64 hex digits
+    /// (see `auth`).
+    pub const PROOF: &str = "proof";
 }
 
 /// A player's greeting, its first message on a connection.
@@ -81,16 +93,38 @@ impl Hello {
 pub enum Codec {
     /// Uncompressed PCM in the stream's sample format.
     Pcm,
+    /// Opus (RFC 6716) at 48 kHz, mono or stereo: one Opus packet per `Audio` message, each
+    /// exactly `samples_per_frame` long. The stream's sample format is the one the player decodes
+    /// to (and records in).
+    Opus {
+        /// Samples (per channel, 48 kHz) the decoder drops at the very start of the stream: the
+        /// encoder's look-ahead, as Ogg Opus's pre-skip, so decoded audio lines up with the
+        /// source.
+        pre_skip: u16,
+    },
 }
 
 impl Codec {
-    fn code(self) -> u8 {
+    /// The codec's one-byte code in `StreamInfo`.
+    pub fn code(self) -> u8 {
         match self {
             Codec::Pcm => 0,
+            Codec::Opus { .. } => 1,
         }
     }
-    fn from_code(code: u8) -> Option<Self> {
-        (code == 0).then_some(Codec::Pcm)
+
+    /// A short name: `pcm`, `opus`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Pcm => "pcm",
+            Codec::Opus { .. } => "opus",
+        }
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -115,9 +149,22 @@ pub struct StreamInfo {
 }
 
 impl StreamInfo {
-    /// Bytes of one sample frame (all channels) of PCM.
+    /// Bytes of one sample frame (all channels) of PCM (for Opus: of the decoded PCM).
     pub fn bytes_per_frame(&self) -> usize {
         self.format.bytes() * usize::from(self.channels)
+    }
+
+    /// Sample frames an `Audio` payload of this stream holds, or `None` when it cannot be one:
+    /// for PCM a whole number of sample frames, for Opus a well-formed packet (its duration
+    /// read from its table-of-contents byte).
+    pub fn frames_in(&self, payload: &[u8]) -> Option<u64> {
+        match self.codec {
+            Codec::Pcm => {
+                let bpf = self.bytes_per_frame().max(1);
+                (payload.len() % bpf == 0).then_some((payload.len() / bpf) as u64)
+            }
+            Codec::Opus { .. } => crate::opus::packet_samples(payload).map(u64::from),
+        }
     }
 
     /// Checks every field against the protocol's limits.
@@ -148,6 +195,36 @@ impl StreamInfo {
                 self.samples_per_frame.into(),
                 "must be 1 to 65536",
             ));
+        }
+        if let Codec::Opus { pre_skip } = self.codec {
+            if self.sample_rate != crate::opus::RATE {
+                return Err(bad(
+                    "sample rate",
+                    self.sample_rate.into(),
+                    "must be 48000 Hz for Opus",
+                ));
+            }
+            if self.channels > 2 {
+                return Err(bad(
+                    "channel count",
+                    self.channels.into(),
+                    "must be 1 or 2 for Opus",
+                ));
+            }
+            if !crate::opus::FRAME_SIZES.contains(&self.samples_per_frame) {
+                return Err(bad(
+                    "samples per frame",
+                    self.samples_per_frame.into(),
+                    "must be an Opus frame size: 120, 240, 480, 960, 1920 or 2880",
+                ));
+            }
+            if u32::from(pre_skip) > crate::opus::MAX_PACKET_SAMPLES {
+                return Err(bad(
+                    "pre-skip",
+                    pre_skip.into(),
+                    "must be at most 5760 samples",
+                ));
+            }
         }
         Ok(())
     }
@@ -180,6 +257,8 @@ pub enum ErrorCode {
     SourceFailed,
     /// The sender is shutting down.
     ShuttingDown,
+    /// The peer's key is missing or wrong.
+    Unauthorized,
     /// Anything else; the code is kept.
     Other(u16),
 }
@@ -192,6 +271,7 @@ impl ErrorCode {
             Self::BadMessage => 2,
             Self::SourceFailed => 3,
             Self::ShuttingDown => 4,
+            Self::Unauthorized => 5,
             Self::Other(c) => c,
         }
     }
@@ -202,6 +282,7 @@ impl ErrorCode {
             2 => Self::BadMessage,
             3 => Self::SourceFailed,
             4 => Self::ShuttingDown,
+            5 => Self::Unauthorized,
             c => Self::Other(c),
         }
     }
@@ -315,6 +396,12 @@ pub enum Message {
     Report(Report),
     /// Player → sender on UDP: stop sending to me.
     Bye,
+    /// Sender → player, with a pre-shared key: the sender's proof that it holds the key too,
+    /// before `StreamInfo`.
+    Auth {
+        /// `auth::Key::sender_proof` of the challenge and the player's nonce.
+        proof: [u8; 32],
+    },
 }
 
 impl Message {
@@ -337,6 +424,7 @@ impl Message {
             Message::Cookie { .. } => "Cookie",
             Message::Report(_) => "Report",
             Message::Bye => "Bye",
+            Message::Auth { .. } => "Auth",
         }
     }
 
@@ -376,6 +464,11 @@ impl Message {
                         out.extend_from_slice(&0u64.to_be_bytes());
                     }
                 }
+                // Codec parameters follow, for the codecs that have any.
+                match s.codec {
+                    Codec::Pcm => {}
+                    Codec::Opus { pre_skip } => out.extend_from_slice(&pre_skip.to_be_bytes()),
+                }
             }
             Message::Audio(a) => a.encode_body(out),
             Message::End { position } => {
@@ -396,6 +489,10 @@ impl Message {
                 }
             }
             Message::Bye => out.push(tag::BYE),
+            Message::Auth { proof } => {
+                out.push(tag::AUTH);
+                out.extend_from_slice(proof);
+            }
             Message::Error { code, text } => {
                 out.push(tag::ERROR);
                 out.extend_from_slice(&code.code().to_be_bytes());
@@ -493,12 +590,14 @@ impl Message {
                     reason: "known formats are 1 to 5",
                 })?;
                 let ccode = r.u8("codec")?;
-                let codec = Codec::from_code(ccode).ok_or(Error::InvalidValue {
-                    message: "StreamInfo",
-                    field: "codec",
-                    value: ccode.into(),
-                    reason: "known codecs: 0 (PCM)",
-                })?;
+                if ccode > 1 {
+                    return Err(Error::InvalidValue {
+                        message: "StreamInfo",
+                        field: "codec",
+                        value: ccode.into(),
+                        reason: "known codecs: 0 (PCM), 1 (Opus)",
+                    });
+                }
                 let samples_per_frame = r.u32("samples per frame")?;
                 let known = r.u8("length flag")?;
                 let total = r.u64("total length")?;
@@ -513,6 +612,12 @@ impl Message {
                             reason: "must be 0 or 1",
                         });
                     }
+                };
+                let codec = match ccode {
+                    0 => Codec::Pcm,
+                    _ => Codec::Opus {
+                        pre_skip: r.u16("pre-skip")?,
+                    },
                 };
                 let info = StreamInfo {
                     sample_rate,
@@ -636,6 +741,12 @@ impl Message {
                 })
             }
             tag::BYE => Message::Bye,
+            tag::AUTH => {
+                r.message = "Auth";
+                Message::Auth {
+                    proof: r.array("proof")?,
+                }
+            }
             other => return Err(Error::UnknownType(other)),
         };
         if !r.bytes.is_empty() {
@@ -793,6 +904,66 @@ mod tests {
     }
 
     #[test]
+    fn opus_stream_info_layout_matches_docs_protocol_md() {
+        // The annotated hex dump in docs/protocol.md is this message.
+        let opus = StreamInfo {
+            sample_rate: 48_000,
+            channels: 2,
+            format: SampleFormat::F32,
+            codec: Codec::Opus { pre_skip: 312 },
+            samples_per_frame: 960,
+            total_frames: None,
+        };
+        let mut out = Vec::new();
+        Message::StreamInfo(opus).encode_frame(&mut out).unwrap();
+        let hex: Vec<String> = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex.join(" "),
+            "00 00 00 00 00 00 00 19 01 02 00 00 bb 80 00 02 05 01 00 00 03 c0 00 \
+             00 00 00 00 00 00 00 00 01 38"
+        );
+        assert_eq!(
+            Message::decode(&out[8..]).unwrap(),
+            Message::StreamInfo(opus)
+        );
+        // Opus at another rate, or with 3 channels, or an odd frame size, is refused.
+        for (bad, field) in [
+            (
+                StreamInfo {
+                    sample_rate: 44_100,
+                    ..opus
+                },
+                "sample rate",
+            ),
+            (
+                StreamInfo {
+                    channels: 3,
+                    ..opus
+                },
+                "channel count",
+            ),
+            (
+                StreamInfo {
+                    samples_per_frame: 1000,
+                    ..opus
+                },
+                "samples per frame",
+            ),
+        ] {
+            let mut out = Vec::new();
+            Message::StreamInfo(bad).encode(&mut out).unwrap();
+            match Message::decode(&out) {
+                Err(Error::InvalidValue { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("expected InvalidValue for {field}, got {other:?}"),
+            }
+        }
+        // An Opus payload's size comes from its TOC byte; PCM's from its length.
+        assert_eq!(opus.frames_in(&[31 << 3, 1, 2, 3]), Some(960));
+        assert_eq!(info().frames_in(&[0; 8]), Some(2));
+        assert_eq!(info().frames_in(&[0; 7]), None);
+    }
+
+    #[test]
     fn unknown_version_and_type_are_typed_errors() {
         assert_eq!(Message::decode(&[2, 1]), Err(Error::UnknownVersion(2)));
         assert_eq!(Message::decode(&[1, 0x7f]), Err(Error::UnknownType(0x7f)));
@@ -945,6 +1116,22 @@ mod tests {
                     })
                 }),
             (
+                1u16..=2,
+                prop::sample::select(crate::opus::FRAME_SIZES.to_vec()),
+                0u16..=5760,
+                any::<Option<u64>>()
+            )
+                .prop_map(|(channels, spf, pre_skip, total)| {
+                    Message::StreamInfo(StreamInfo {
+                        sample_rate: 48_000,
+                        channels,
+                        format: SampleFormat::F32,
+                        codec: Codec::Opus { pre_skip },
+                        samples_per_frame: spf,
+                        total_frames: total,
+                    })
+                }),
+            (
                 any::<u64>(),
                 any::<u64>(),
                 any::<u64>(),
@@ -991,6 +1178,7 @@ mod tests {
                 target_us: b[2],
             })),
             Just(Message::Bye),
+            any::<[u8; 32]>().prop_map(|proof| Message::Auth { proof }),
             (any::<u16>(), text).prop_map(|(c, text)| Message::Error {
                 code: ErrorCode::from_code(c),
                 text

@@ -865,5 +865,35 @@ mod tests {
                 proptest::prop_assert_eq!(f.unpack(&repacked).unwrap().len(), values.len());
             }
         }
+
+        #[test]
+        fn unpack_takes_arbitrary_bytes_of_any_length(
+            format in "[@=<>!]?([0-9]{0,2}[xcbB?hHiIlLqQnNefdspP ]){0,8}",
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..160),
+        ) {
+            // Any length: the wrong size is an error, never a panic; the right size unpacks, and
+            // packing the values gives a record that unpacks to the same values (as text, so
+            // NaN equals NaN).
+            if let Ok(f) = Format::parse(&format) {
+                match f.unpack(&bytes) {
+                    Ok(values) => {
+                        proptest::prop_assert_eq!(bytes.len(), f.size());
+                        let again = f.unpack(&f.pack(&values).unwrap()).unwrap();
+                        proptest::prop_assert_eq!(format!("{values:?}"), format!("{again:?}"));
+                    }
+                    Err(_) => proptest::prop_assert_ne!(bytes.len(), f.size()),
+                }
+            }
+        }
+
+        #[test]
+        fn any_unicode_format_parses_or_names_a_position(format in "\\PC{0,16}") {
+            if let Err(e) = Format::parse(&format) {
+                let Error::StructFormat { position, .. } = e else {
+                    return Err(proptest::test_runner::TestCaseError::fail(format!("{e:?}")));
+                };
+                proptest::prop_assert!(position <= format.chars().count());
+            }
+        }
     }
 }

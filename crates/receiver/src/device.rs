@@ -8,8 +8,8 @@
 //! The audio host (ALSA, JACK with the `jack` feature, ...) is chosen once per process with
 //! [`select_host`] (`--host`); every lookup here, and any other module's, goes through [`host`].
 
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{

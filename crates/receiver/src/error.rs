@@ -30,6 +30,14 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// The pre-shared key did not match, or one side has none.
+    #[error("key exchange with {addr} failed: {reason}")]
+    Key {
+        /// The sender's address.
+        addr: String,
+        /// What went wrong, with what to do.
+        reason: String,
+    },
     /// The sender gave up and said why.
     #[error("the sender reported an error: {0}")]
     Sender(String),
@@ -39,6 +47,9 @@ pub enum Error {
     /// No output device could be opened.
     #[error("no sound output: {0}")]
     Device(String),
+    /// The stream's codec cannot be decoded.
+    #[error("cannot decode the stream: {0}")]
+    Codec(String),
     /// The stream's format cannot be converted for the device.
     #[error("cannot convert the stream for the device: {0}")]
     Convert(String),

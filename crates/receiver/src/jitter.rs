@@ -12,15 +12,19 @@
 //!   transit delay over a sliding window (as WebRTC's NetEQ and roc do), rises at once when the
 //!   network gets worse and falls slowly when it calms, within `[min, max]`.
 //!
-//! Concealment never clicks: a lost frame is a raised-cosine cross-fade from the previous frame
-//! played backwards (which starts where the previous frame ended) to the next frame played
-//! backwards (which ends where the next frame starts); with no next frame it fades to silence.
-//! Played frames are returned as the exact bytes received.
+//! Frames go out decoded by the stream's codec ([`crate::codec`]), which also makes up for the
+//! missing ones: PCM is returned as the exact bytes received, and a lost PCM frame is a
+//! raised-cosine cross-fade between its neighbours that never clicks; a lost Opus frame is
+//! *recovered* from the next packet's in-band FEC when that packet is already here, and
+//! otherwise concealed by Opus's own PLC. Positions, the level and the target count the
+//! stream's own sample frames (for Opus, 48 kHz samples including the encoder's pre-skip).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use audiowire_protocol::{Audio, StreamInfo};
+
+use crate::codec::{Decoder, PcmDecoder};
 
 /// How the target delay is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,13 +72,16 @@ impl TargetPolicy {
 pub struct JitterStats {
     /// Frames accepted.
     pub received: u64,
-    /// Frames that never came in time: concealed and skipped.
+    /// Frames that never came in time: concealed (or recovered) and skipped.
     pub lost: u64,
+    /// Of the lost frames, those rebuilt from the next frame's redundant data (Opus in-band
+    /// FEC) instead of concealed.
+    pub recovered: u64,
     /// Frames that came after their turn (they had been concealed).
     pub late: u64,
     /// Frames received twice (or after they were played).
     pub duplicated: u64,
-    /// Frames of concealment handed out (lost frames and stall fill).
+    /// Frames of concealment handed out (lost frames not recovered, and stall fill).
     pub concealed: u64,
     /// Times the buffer ran empty mid-stream and stalled.
     pub underruns: u64,
@@ -85,7 +92,8 @@ pub struct JitterStats {
 /// What [`JitterBuffer::pop`] hands out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Popped {
-    /// The next frame of the stream: received (exact bytes) or concealed (`concealed`).
+    /// The next frame of the stream: received (decoded; PCM's exact bytes), concealed
+    /// (`concealed`) or recovered from redundant data (`recovered`).
     Frame {
         /// Sequence number.
         sequence: u64,
@@ -95,6 +103,8 @@ pub enum Popped {
         payload: Vec<u8>,
         /// True when synthesized in place of a lost frame.
         concealed: bool,
+        /// True when rebuilt in place of a lost frame from the next frame's FEC data.
+        recovered: bool,
         /// When it arrived (`None` when concealed).
         arrival: Option<Duration>,
         /// The sender's timestamp, µs since the Unix epoch (`None` when concealed).
@@ -123,6 +133,7 @@ struct Stored {
 #[derive(Debug)]
 pub struct JitterBuffer {
     info: StreamInfo,
+    decoder: Box<dyn Decoder>,
     policy: TargetPolicy,
     frames: BTreeMap<u64, Stored>,
     /// The next sequence number to hand out, and the position it starts at.
@@ -133,8 +144,6 @@ pub struct JitterBuffer {
     end: Option<u64>,
     /// Sequence numbers concealed recently (to tell late from duplicate).
     concealed_recent: VecDeque<u64>,
-    /// The last frame handed out, as floats, for concealment.
-    last: Vec<f32>,
     /// (arrival, transit) of recent frames, transit = arrival − position / rate.
     transits: VecDeque<(Duration, f64)>,
     target: f64,
@@ -144,17 +153,27 @@ pub struct JitterBuffer {
     prev_transit: Option<f64>,
     jitter: f64,
     stats: JitterStats,
-    scratch: Vec<f32>,
 }
 
 /// How many recent concealed sequence numbers are remembered.
 const RECENT: usize = 4096;
 
 impl JitterBuffer {
-    /// A buffer for a stream described by `info`.
+    /// A buffer for a stream described by `info`, decoded by its codec's decoder (PCM when the
+    /// codec's decoder cannot be made; [`JitterBuffer::with_decoder`] reports that instead).
     pub fn new(info: StreamInfo, policy: TargetPolicy) -> Self {
+        let decoder = crate::codec::decoder_for(&info).unwrap_or_else(|e| {
+            tracing::error!("{e}");
+            Box::new(PcmDecoder::new(&info))
+        });
+        Self::with_decoder(info, policy, decoder)
+    }
+
+    /// A buffer for a stream described by `info`, decoded by `decoder`.
+    pub fn with_decoder(info: StreamInfo, policy: TargetPolicy, decoder: Box<dyn Decoder>) -> Self {
         Self {
             info,
+            decoder,
             policy,
             frames: BTreeMap::new(),
             next_seq: 0,
@@ -163,7 +182,6 @@ impl JitterBuffer {
             stalled: false,
             end: None,
             concealed_recent: VecDeque::new(),
-            last: Vec::new(),
             transits: VecDeque::new(),
             target: policy.initial.as_secs_f64(),
             last_target_update: None,
@@ -171,7 +189,6 @@ impl JitterBuffer {
             prev_transit: None,
             jitter: 0.0,
             stats: JitterStats::default(),
-            scratch: Vec::new(),
         }
     }
 
@@ -194,6 +211,19 @@ impl JitterBuffer {
     /// the end of the newest frame received.
     pub fn level(&self) -> f64 {
         self.newest_end.saturating_sub(self.next_position) as f64 / f64::from(self.info.sample_rate)
+    }
+
+    /// Where a resumed stream should continue: after the newest frame received (its sequence
+    /// number + 1, and the end of its samples). Frames still missing before it are concealed as
+    /// lost when their turn comes.
+    pub fn resume_point(&self) -> (u64, u64) {
+        let seq = self
+            .frames
+            .keys()
+            .next_back()
+            .map_or(self.next_seq, |s| s + 1)
+            .max(self.next_seq);
+        (seq, self.newest_end.max(self.next_position))
     }
 
     /// The stream ended at `position` sample frames (an `End` message).
@@ -224,7 +254,7 @@ impl JitterBuffer {
             return;
         }
         self.stats.received += 1;
-        let frames = (audio.payload.len() / self.info.bytes_per_frame().max(1)) as u64;
+        let frames = self.info.frames_in(&audio.payload).unwrap_or(0);
         self.newest_end = self.newest_end.max(audio.position + frames);
         let transit =
             arrival.as_secs_f64() - audio.position as f64 / f64::from(self.info.sample_rate);
@@ -310,15 +340,14 @@ impl JitterBuffer {
             let seq = self.next_seq;
             self.stalled = false;
             self.next_seq += 1;
-            let frames = (f.payload.len() / self.info.bytes_per_frame().max(1)) as u64;
+            let frames = self.info.frames_in(&f.payload).unwrap_or(0);
             self.next_position = f.position + frames;
-            self.last.clear();
-            self.info.format.decode_floats(&f.payload, &mut self.last);
             return Popped::Frame {
                 sequence: seq,
                 position: f.position,
-                payload: f.payload,
+                payload: self.decoder.decode(f.payload),
                 concealed: false,
+                recovered: false,
                 arrival: Some(f.arrival),
                 timestamp_us: Some(f.timestamp_us),
             };
@@ -335,12 +364,16 @@ impl JitterBuffer {
                 .frames
                 .get(&(self.next_seq + 1))
                 .filter(|f| f.position == self.next_position + frames)
-                .map(|f| f.payload.clone());
-            let payload = self.conceal(frames as usize, next.as_deref());
+                .map(|f| f.payload.as_slice());
+            let made = self.decoder.conceal(frames as usize, next);
             let seq = self.next_seq;
             let position = self.next_position;
             self.stats.lost += 1;
-            self.stats.concealed += 1;
+            if made.recovered {
+                self.stats.recovered += 1;
+            } else {
+                self.stats.concealed += 1;
+            }
             self.concealed_recent.push_back(seq);
             if self.concealed_recent.len() > RECENT {
                 self.concealed_recent.pop_front();
@@ -351,8 +384,9 @@ impl JitterBuffer {
             return Popped::Frame {
                 sequence: seq,
                 position,
-                payload,
-                concealed: true,
+                payload: made.payload,
+                concealed: !made.recovered,
+                recovered: made.recovered,
                 arrival: None,
                 timestamp_us: None,
             };
@@ -363,72 +397,15 @@ impl JitterBuffer {
             self.stalled = true;
         }
         self.stats.concealed += 1;
-        let payload = self.conceal(self.frame_samples() as usize, None);
+        let payload = self.decoder.fill(self.frame_samples() as usize);
         Popped::Stall { payload }
     }
-
-    /// `frames` sample frames of concealment: from the last frame played backwards to `next`
-    /// played backwards (or to silence), with a raised-cosine cross-fade. Afterwards the last
-    /// frame is the concealment itself faded out, so repeated concealment decays to silence.
-    fn conceal(&mut self, frames: usize, next: Option<&[u8]>) -> Vec<u8> {
-        let ch = usize::from(self.info.channels);
-        let n = frames * ch;
-        self.scratch.clear();
-        if let Some(bytes) = next {
-            self.info.format.decode_floats(bytes, &mut self.scratch);
-        }
-        let last_frames = self.last.len() / ch;
-        let next_frames = self.scratch.len() / ch;
-        let mut out = vec![0.0f32; n];
-        for i in 0..frames {
-            // Fade weight of the "next" side: 0 at the start, 1 at the end.
-            let w = if frames > 1 {
-                0.5 - 0.5 * (std::f32::consts::PI * i as f32 / (frames - 1) as f32).cos()
-            } else {
-                1.0
-            };
-            for c in 0..ch {
-                let prev = if last_frames > 0 {
-                    // Backwards from the last frame's end; mirror again past its start.
-                    let k = mirror(i, last_frames);
-                    self.last[(last_frames - 1 - k) * ch + c]
-                } else {
-                    0.0
-                };
-                let nxt = if next_frames > 0 {
-                    // Ends (at i = frames - 1) on the next frame's first sample.
-                    let k = mirror(frames - 1 - i, next_frames);
-                    self.scratch[k * ch + c]
-                } else {
-                    0.0
-                };
-                out[i * ch + c] = (1.0 - w) * prev + w * nxt;
-            }
-        }
-        // What follows continues from here: after a cross-fade into the next frame, that frame
-        // replaces this anyway; after a fade to silence, what follows is silence.
-        self.last.clear();
-        if next_frames > 0 {
-            self.last.extend_from_slice(&out);
-        } else {
-            self.last.resize(n, 0.0);
-        }
-        let mut bytes = Vec::with_capacity(n * self.info.format.bytes());
-        self.info.format.encode_floats(&out, &mut bytes);
-        bytes
-    }
-}
-
-/// Index `i` of a signal of `len` samples read back and forth (0, 1, …, len−1, len−1, …, 0, 0, …).
-fn mirror(i: usize, len: usize) -> usize {
-    let period = 2 * len;
-    let r = i % period;
-    if r < len { r } else { period - 1 - r }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::mirror;
     use audiowire_protocol::{Codec, SampleFormat};
 
     const RATE: u32 = 48_000;
@@ -673,6 +650,80 @@ mod tests {
         assert!(steps < 0.03, "a step at a frame boundary: {steps}");
         let s = jb.stats();
         assert_eq!((s.lost, s.concealed, s.underruns), (4, 4, 0));
+    }
+
+    #[test]
+    fn a_lost_opus_frame_is_recovered_by_fec_when_the_next_is_here_else_concealed() {
+        let mut enc =
+            opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        enc.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
+        enc.set_inband_fec(true).unwrap();
+        enc.set_packet_loss_perc(10).unwrap();
+        let pre_skip = enc.get_lookahead().unwrap() as u16;
+        let info = StreamInfo {
+            sample_rate: RATE,
+            channels: 1,
+            format: SampleFormat::F32,
+            codec: Codec::Opus { pre_skip },
+            samples_per_frame: 960,
+            total_frames: None,
+        };
+        let mut jb = JitterBuffer::new(info, TargetPolicy::fixed(ms(20)));
+        let packets: Vec<Audio> = (0..12u64)
+            .map(|seq| {
+                let pcm: Vec<f32> = (0..960)
+                    .map(|i| {
+                        let t = (seq * 960 + i) as f32 / RATE as f32;
+                        0.5 * (2.0 * std::f32::consts::PI * 330.0 * t).sin()
+                    })
+                    .collect();
+                Audio {
+                    sequence: seq,
+                    position: seq * 960,
+                    timestamp_us: 0,
+                    payload: enc.encode_vec_float(&pcm, 4000).unwrap(),
+                }
+            })
+            .collect();
+        // Frame 5 never comes (its successor is here: FEC); 9 and 10 neither (9's successor is
+        // missing too: PLC; 10 is followed by 11: FEC).
+        for a in packets {
+            if ![5, 9, 10].contains(&a.sequence) {
+                let at = ms(a.sequence);
+                jb.push(a, at);
+            }
+        }
+        jb.end(12 * 960);
+        let mut got = Vec::new();
+        loop {
+            match jb.pop() {
+                Popped::Frame {
+                    sequence,
+                    payload,
+                    concealed,
+                    recovered,
+                    ..
+                } => got.push((sequence, concealed, recovered, payload.len() / 4)),
+                Popped::Ended => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        let expected_len = |seq: u64| 960 - if seq == 0 { usize::from(pre_skip) } else { 0 };
+        for (seq, concealed, recovered, len) in &got {
+            assert_eq!(
+                *len,
+                expected_len(*seq),
+                "frame {seq}: the pre-skip is dropped once"
+            );
+            let want = match seq {
+                5 | 10 => (false, true),
+                9 => (true, false),
+                _ => (false, false),
+            };
+            assert_eq!((*concealed, *recovered), want, "frame {seq}");
+        }
+        let s = jb.stats();
+        assert_eq!((s.lost, s.recovered, s.concealed), (3, 2, 1));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! cpal output device, or writes it to a WAV file, or both.
 //!
 //! - [`session`]: the sans-IO protocol state of one connection (bytes in, events out).
+//! - [`codec`]: payloads to PCM, and concealment or FEC recovery of missing frames (PCM, Opus).
 //! - [`playback`]: what the audio callback does (pop from the ring, pad with silence, count
 //!   underruns in atomics), shared by the cpal device and the clocked null output.
 //! - [`convert`]: channel mapping and resampling (rubato) when the device cannot take the stream
@@ -11,6 +12,7 @@
 //! - [`player`]: the edge that owns the socket and the clock and ties the rest together.
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod control;
 pub mod convert;
 pub mod device;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use audiowire_protocol::{DEFAULT_MAX_FRAME_LEN, Report};
 
 use crate::error::{Error, Result};
-use crate::session::{Event, Session};
+use crate::session::{Event, Greeting, Session, SessionError};
 use crate::udp::UdpClient;
 
 /// How the stream travels.
@@ -68,8 +68,7 @@ impl Link {
         addr: &str,
         transport: Transport,
         timeout: Duration,
-        client: &str,
-        preroll_ms: u64,
+        greeting: &Greeting,
     ) -> Result<Self> {
         let addrs = resolve(addr)?;
         let fail = |reason: String| Error::Connect {
@@ -84,12 +83,17 @@ impl Link {
                         Ok(mut stream) => {
                             let io = |e: std::io::Error| fail(e.to_string());
                             stream.set_nodelay(true).map_err(io)?;
-                            stream
-                                .write_all(&Session::hello(client, preroll_ms))
-                                .map_err(io)?;
+                            stream.write_all(&Session::hello(greeting)).map_err(io)?;
+                            let session = match greeting.resume {
+                                Some((seq, pos)) => {
+                                    Session::resuming(DEFAULT_MAX_FRAME_LEN, seq, pos)
+                                }
+                                None => Session::new(DEFAULT_MAX_FRAME_LEN),
+                            }
+                            .with_greeting(greeting.clone());
                             return Ok(Link::Tcp {
                                 stream,
-                                session: Session::new(DEFAULT_MAX_FRAME_LEN),
+                                session,
                                 buf: vec![0; 64 * 1024],
                             });
                         }
@@ -125,7 +129,7 @@ impl Link {
                 socket.connect(a).map_err(io)?;
                 Ok(Link::Udp {
                     socket,
-                    client: UdpClient::new(client, preroll_ms),
+                    client: UdpClient::new(greeting.clone()),
                     buf: vec![0; 65_536],
                 })
             }
@@ -157,12 +161,21 @@ impl Link {
                 match stream.read(buf) {
                     Ok(0) => Ok(false),
                     Ok(n) => {
-                        session
-                            .receive(&buf[..n], events)
-                            .map_err(|e| Error::Protocol {
+                        session.receive(&buf[..n], events).map_err(|e| match e {
+                            SessionError::Key(reason) => Error::Key {
+                                addr: addr.to_string(),
+                                reason,
+                            },
+                            e => Error::Protocol {
                                 addr: addr.to_string(),
                                 reason: e.to_string(),
-                            })?;
+                            },
+                        })?;
+                        // The answer to the sender's challenge, if it asked one.
+                        let answer = session.take_outgoing();
+                        if !answer.is_empty() {
+                            stream.write_all(&answer).map_err(lost)?;
+                        }
                         Ok(true)
                     }
                     Err(e)
@@ -208,9 +221,15 @@ impl Link {
                         {
                             break;
                         }
-                        // ICMP port unreachable: nobody listens there (yet). Keep trying until
-                        // the connect timeout says otherwise.
-                        Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
+                        // ICMP port unreachable: nobody listens there. Before the stream starts,
+                        // keep trying until the connect timeout says otherwise; once it runs,
+                        // the sender is gone.
+                        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                            if client.is_subscribed() {
+                                return Err(lost(e));
+                            }
+                            break;
+                        }
                         Err(e) => return Err(lost(e)),
                     }
                 }

@@ -29,7 +29,7 @@ use crate::jitter::{Popped, TargetPolicy};
 use crate::link::{Link, Transport};
 use crate::playback::{NullClock, Shared};
 use crate::playout::{Playout, PlayoutStats};
-use crate::session::Event;
+use crate::session::{Event, Greeting};
 use crate::stats::LatencyStats;
 use crate::wav::WavRecorder;
 
@@ -39,6 +39,21 @@ pub const DEFAULT_LATENCY: Duration = Duration::from_millis(50);
 pub const DEFAULT_LATENCY_MIN: Duration = Duration::from_millis(20);
 /// The default highest adaptive target.
 pub const DEFAULT_LATENCY_MAX: Duration = Duration::from_secs(1);
+
+/// The first wait before reconnecting; it doubles on each failure.
+const RECONNECT_FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest wait between reconnection attempts (so a sender that comes back is found
+/// within half a second).
+const RECONNECT_MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// A connection being re-established.
+#[derive(Debug)]
+struct Reconnect {
+    since: Instant,
+    next_try: Instant,
+    backoff: Duration,
+    why: String,
+}
 
 /// Where the audio goes besides an optional WAV file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +105,12 @@ pub struct PlayerConfig {
     pub silence_timeout: Duration,
     /// Live stats.
     pub stats: StatsMode,
+    /// Reconnect when the connection dies mid-stream, resuming where the stream was.
+    pub reconnect: bool,
+    /// Give up reconnecting after this long.
+    pub reconnect_for: Duration,
+    /// A pre-shared key: prove it to the sender and open its sealed audio.
+    pub key: Option<audiowire_protocol::auth::Key>,
 }
 
 impl PlayerConfig {
@@ -110,6 +131,9 @@ impl PlayerConfig {
             connect_timeout: Duration::from_secs(5),
             silence_timeout: Duration::from_secs(10),
             stats: StatsMode::Off,
+            reconnect: true,
+            reconnect_for: Duration::from_secs(30),
+            key: None,
         }
     }
 
@@ -165,7 +189,7 @@ impl fmt::Display for Summary {
         let u = self.underruns();
         write!(
             f,
-            "{} {secs:.2} s ({} frames, {} Hz {} ch {}) to {} · {u} underrun{}",
+            "{} {secs:.2} s ({} frames, {} Hz {} ch {}{}) to {} · {u} underrun{}",
             if self.interrupted {
                 "stopped after"
             } else {
@@ -175,6 +199,10 @@ impl fmt::Display for Summary {
             self.info.sample_rate,
             self.info.channels,
             self.info.format,
+            match self.info.codec {
+                audiowire_protocol::Codec::Pcm => String::new(),
+                codec => format!(" from {codec}"),
+            },
             self.output,
             if u == 1 { "" } else { "s" },
         )?;
@@ -191,6 +219,9 @@ impl fmt::Display for Summary {
                 " · {} lost, {} late, {} duplicated, {} concealed",
                 j.lost, j.late, j.duplicated, j.concealed
             )?;
+            if j.recovered > 0 {
+                write!(f, ", {} recovered by FEC", j.recovered)?;
+            }
         }
         match (self.latency.quantile_ms(0.5), self.latency.max_ms()) {
             (Some(p50), Some(max)) => write!(
@@ -318,7 +349,11 @@ impl Pipeline {
         );
         Ok(Self {
             info,
-            playout: Playout::new(info, config.policy()),
+            playout: Playout::with_decoder(
+                info,
+                config.policy(),
+                crate::codec::decoder_for(&info)?,
+            ),
             recorder,
             prod,
             shared,
@@ -464,7 +499,7 @@ impl Pipeline {
         }
     }
 
-    fn summary(&mut self, link: &Link, interrupted: bool) -> Result<Summary> {
+    fn summary(&mut self, link: Option<&Link>, interrupted: bool) -> Result<Summary> {
         if let Some(r) = self.recorder.as_mut() {
             r.finalize()?;
         }
@@ -478,7 +513,7 @@ impl Pipeline {
             playout: self.playout.stats(),
             ring_underruns: self.shared.underruns.load(Ordering::Relaxed),
             device_xruns: self.shared.device_xruns.load(Ordering::Relaxed),
-            malformed: link.malformed(),
+            malformed: link.map_or(0, Link::malformed),
             latency: self.latency.clone(),
             device_delay: Duration::from_nanos(self.shared.device_delay_ns.load(Ordering::Relaxed)),
             output: self.description.clone(),
@@ -540,14 +575,24 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
     if let Output::Device(name) = &config.output {
         crate::device::probe(name.as_deref())?;
     }
-    let client = concat!("audiowire-play/", env!("CARGO_PKG_VERSION"));
-    let mut link = Link::open(
+    // A fresh random nonce for every connection (with a key), so every session has its own
+    // cipher key.
+    let greeting = |resume| Greeting {
+        client: concat!("audiowire-play/", env!("CARGO_PKG_VERSION")).to_string(),
+        preroll_ms: config.latency.as_millis() as u64,
+        resume,
+        key: config.key.clone().map(|k| {
+            let mut nonce = [0u8; 16];
+            let _ = getrandom::fill(&mut nonce);
+            (k, nonce)
+        }),
+    };
+    let mut link = Some(Link::open(
         addr,
         config.transport,
         config.connect_timeout,
-        client,
-        config.latency.as_millis() as u64,
-    )?;
+        &greeting(None),
+    )?);
     let clock = Instant::now();
     let mut pipeline: Option<Pipeline> = None;
     let mut events = Vec::new();
@@ -556,39 +601,102 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
     let mut last_stats = Instant::now();
     let mut interrupted = false;
     let mut ended = false;
+    let mut reconnect: Option<Reconnect> = None;
     // Ping/Pong once a second: the sender's clock offset (NTP's method, best of the exchanges),
     // so latency is measured from the sender's schedule even across machines.
     let mut offsets = OffsetFilter::new();
     let mut pings = 0u64;
     let mut next_ping = Instant::now() + Duration::from_millis(200);
+    // With reconnection on, a stream silent this long is taken for lost (frames come every few
+    // milliseconds), so a sender that comes back is found within a second.
+    let lost_after = if config.reconnect {
+        Duration::from_millis(700).min(config.silence_timeout)
+    } else {
+        config.silence_timeout
+    };
     loop {
-        if Instant::now() >= next_ping && link.is_subscribed() {
-            next_ping = Instant::now() + Duration::from_secs(1);
-            pings += 1;
-            link.ping(pings, unix_micros() as u64);
-        }
         if shutdown.load(Ordering::Relaxed) {
             interrupted = true;
             break;
         }
-        let wait = if pipeline.is_some() { 2 } else { 50 };
-        let open = link.poll(
-            addr,
-            clock.elapsed(),
-            Duration::from_millis(wait),
-            &mut events,
-        )?;
+        if let Some(r) = reconnect.as_mut()
+            && link.is_none()
+            && Instant::now() >= r.next_try
+        {
+            let resume = pipeline.as_ref().map(|p| p.playout.resume_point());
+            match Link::open(
+                addr,
+                config.transport,
+                Duration::from_millis(500),
+                &greeting(resume),
+            ) {
+                Ok(l) => {
+                    info!("reconnected to {addr}; resuming");
+                    link = Some(l);
+                    last_data = Instant::now();
+                }
+                Err(e) => {
+                    if r.since.elapsed() > config.reconnect_for {
+                        return Err(Error::Connection {
+                            addr: addr.to_string(),
+                            reason: format!(
+                                "was lost ({}) and did not come back within {} s: {e}",
+                                r.why,
+                                config.reconnect_for.as_secs()
+                            ),
+                        });
+                    }
+                    r.backoff = (r.backoff * 2).min(RECONNECT_MAX_BACKOFF);
+                    r.next_try = Instant::now() + r.backoff;
+                }
+            }
+        }
+        if let Some(l) = link.as_mut()
+            && Instant::now() >= next_ping
+            && l.is_subscribed()
+        {
+            next_ping = Instant::now() + Duration::from_secs(1);
+            pings += 1;
+            l.ping(pings, unix_micros() as u64);
+        }
+        let wait = Duration::from_millis(if pipeline.is_some() { 2 } else { 50 });
+        let mut lost: Option<String> = None;
+        match link.as_mut() {
+            Some(l) => match l.poll(addr, clock.elapsed(), wait, &mut events) {
+                Ok(true) => {}
+                Ok(false) if ended => {}
+                Ok(false) => {
+                    lost = Some(if pipeline.is_some() {
+                        "closed by the sender mid-stream, before End".into()
+                    } else {
+                        "closed by the sender before the stream started".into()
+                    });
+                }
+                // A connection that failed may come back; a broken protocol or key does not.
+                Err(Error::Connection { reason, .. }) => lost = Some(reason),
+                Err(e) => return Err(e),
+            },
+            None => thread::sleep(wait),
+        }
         let now = clock.elapsed();
         if !events.is_empty() {
             last_data = Instant::now();
+            if reconnect.take().is_some() {
+                info!("stream resumed");
+            }
         }
         for event in events.drain(..) {
             match event {
-                Event::Info(info) => {
-                    if pipeline.is_none() {
-                        pipeline = Some(Pipeline::new(info, config)?);
+                Event::Info(info) => match pipeline.as_ref() {
+                    None => pipeline = Some(Pipeline::new(info, config)?),
+                    Some(p) if p.info != info => {
+                        return Err(Error::Protocol {
+                            addr: addr.to_string(),
+                            reason: "the stream changed format while reconnecting".into(),
+                        });
                     }
-                }
+                    Some(_) => {}
+                },
                 Event::Audio(a) => {
                     if let Some(p) = pipeline.as_mut() {
                         p.playout.push(a, now);
@@ -601,6 +709,13 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
                     }
                 }
                 Event::SenderError(text) => return Err(Error::Sender(text)),
+                Event::KeyError(reason) => {
+                    return Err(Error::Key {
+                        addr: addr.to_string(),
+                        reason,
+                    });
+                }
+                Event::Handshake => {}
                 Event::Pong {
                     t1_us,
                     t2_us,
@@ -620,21 +735,51 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
                 }
             }
         }
-        if !open && !ended {
-            return Err(Error::Connection {
-                addr: addr.to_string(),
-                reason: format!(
-                    "was closed by the sender {}",
-                    if pipeline.is_some() {
-                        "mid-stream, before End"
-                    } else {
-                        "before the stream started"
-                    }
-                ),
-            });
+        if pipeline.is_some() && link.is_some() && !ended && last_data.elapsed() > lost_after {
+            lost = Some(format!(
+                "silent for {:.1} s",
+                last_data.elapsed().as_secs_f64()
+            ));
+        }
+        if let Some(why) = lost {
+            // Once the stream runs, a lost connection is re-established (unless told not to),
+            // while the output plays on what is buffered and then concealment.
+            if config.reconnect && pipeline.is_some() {
+                if reconnect.is_none() {
+                    warn!("connection to {addr} {why}; reconnecting");
+                    reconnect = Some(Reconnect {
+                        since: Instant::now(),
+                        next_try: Instant::now(),
+                        backoff: RECONNECT_FIRST_BACKOFF,
+                        why,
+                    });
+                } else if let Some(r) = reconnect.as_mut() {
+                    // The new connection failed too: try again after the backoff.
+                    r.next_try = Instant::now() + r.backoff;
+                }
+                link = None;
+            } else if config.transport == Transport::Udp
+                && pipeline
+                    .as_ref()
+                    .is_some_and(|p| p.info.total_frames.is_some())
+                && why.starts_with("silent")
+            {
+                // The End (or the last frames) went missing: conceal up to the known length.
+                if let Some(p) = pipeline.as_mut() {
+                    p.playout.end(p.info.total_frames.unwrap_or(0));
+                }
+                ended = true;
+            } else {
+                return Err(Error::Connection {
+                    addr: addr.to_string(),
+                    reason: why,
+                });
+            }
         }
         let Some(p) = pipeline.as_mut() else {
-            if !link.is_subscribed() && last_data.elapsed() > config.connect_timeout {
+            if link.as_ref().is_some_and(|l| !l.is_subscribed())
+                && last_data.elapsed() > config.connect_timeout
+            {
                 return Err(Error::Connect {
                     addr: addr.to_string(),
                     reason: format!(
@@ -649,33 +794,20 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
         if p.finished {
             break;
         }
-        if last_report.elapsed() >= Duration::from_millis(500) {
+        if let Some(l) = link.as_mut()
+            && last_report.elapsed() >= Duration::from_millis(500)
+        {
             last_report = Instant::now();
-            link.report(p.report());
+            l.report(p.report());
         }
         if config.stats != StatsMode::Off && last_stats.elapsed() >= Duration::from_millis(500) {
             last_stats = Instant::now();
             p.stats_line(config.stats);
         }
-        if last_data.elapsed() > config.silence_timeout {
-            if ended || config.transport == Transport::Udp && p.info.total_frames.is_some() {
-                // The End (or the last frames) went missing: conceal up to the known length.
-                let end = p.info.total_frames.unwrap_or(0);
-                p.playout.end(end);
-                ended = true;
-                last_data = Instant::now();
-                continue;
-            }
-            return Err(Error::Connection {
-                addr: addr.to_string(),
-                reason: format!(
-                    "went silent: nothing received for {} s",
-                    config.silence_timeout.as_secs()
-                ),
-            });
-        }
     }
-    link.bye();
+    if let Some(l) = link.as_mut() {
+        l.bye();
+    }
     let Some(mut p) = pipeline else {
         return Err(Error::Connection {
             addr: addr.to_string(),
@@ -690,7 +822,7 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
         p.stats_line(StatsMode::Line);
         eprintln!();
     }
-    let summary = p.summary(&link, interrupted)?;
+    let summary = p.summary(link.as_ref(), interrupted)?;
     drop(p.device.take());
     if summary.underruns() > 0 {
         warn!(

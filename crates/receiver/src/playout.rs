@@ -41,8 +41,21 @@ pub struct Playout {
 impl Playout {
     /// Playout of a stream described by `info` with target `policy`.
     pub fn new(info: StreamInfo, policy: TargetPolicy) -> Self {
+        Self::with_jitter(info, JitterBuffer::new(info, policy))
+    }
+
+    /// Playout of a stream described by `info`, decoded by `decoder` (see [`crate::codec`]).
+    pub fn with_decoder(
+        info: StreamInfo,
+        policy: TargetPolicy,
+        decoder: Box<dyn crate::codec::Decoder>,
+    ) -> Self {
+        Self::with_jitter(info, JitterBuffer::with_decoder(info, policy, decoder))
+    }
+
+    fn with_jitter(info: StreamInfo, jitter: JitterBuffer) -> Self {
         Self {
-            jitter: JitterBuffer::new(info, policy),
+            jitter,
             controller: Controller::new(ControllerConfig {
                 // One frame of structural offset, plus 2 ms.
                 max_offset: f64::from(info.samples_per_frame) / f64::from(info.sample_rate) + 0.002,
@@ -54,6 +67,11 @@ impl Playout {
     /// A frame arrived at `now`.
     pub fn push(&mut self, audio: Audio, now: Duration) {
         self.jitter.push(audio, now);
+    }
+
+    /// Where a resumed stream should continue (see [`JitterBuffer::resume_point`]).
+    pub fn resume_point(&self) -> (u64, u64) {
+        self.jitter.resume_point()
     }
 
     /// The stream ends at `position`.

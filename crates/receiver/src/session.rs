@@ -4,8 +4,73 @@
 //! with consecutive sequence numbers and positions and whole sample frames, then `End`. On TCP a
 //! gap can only be a broken sender, so it is an error, not a loss.
 
+use audiowire_protocol::auth::{Cipher, Key, to_hex};
 use audiowire_protocol::message::option;
-use audiowire_protocol::{Audio, FrameDecoder, Hello, Message, PROTOCOL_VERSION, StreamInfo};
+use audiowire_protocol::{
+    Audio, Codec, FrameDecoder, Hello, Message, PROTOCOL_VERSION, StreamInfo,
+};
+
+/// What a player says in its `Hello`.
+#[derive(Debug, Clone, Default)]
+pub struct Greeting {
+    /// A name for the sender's logs.
+    pub client: String,
+    /// The pre-roll to ask for, in ms (the player's target latency).
+    pub preroll_ms: u64,
+    /// After a dropped connection: continue from this (sequence, sample frame).
+    pub resume: Option<(u64, u64)>,
+    /// A pre-shared key, and this connection's random nonce (fresh for every connection).
+    pub key: Option<(Key, [u8; 16])>,
+}
+
+impl Greeting {
+    /// The `Hello` options that say it (with a key: the nonce, not yet a proof).
+    pub fn options(&self) -> Vec<(String, String)> {
+        let mut o = vec![(option::PREROLL_MS.to_string(), self.preroll_ms.to_string())];
+        if let Some((seq, pos)) = self.resume {
+            o.push((option::START_SEQUENCE.to_string(), seq.to_string()));
+            o.push((option::START_POSITION.to_string(), pos.to_string()));
+        }
+        if let Some((_, nonce)) = &self.key {
+            o.push((option::NONCE.to_string(), to_hex(nonce)));
+        }
+        o
+    }
+
+    /// The options answering the sender's `challenge`: with a key, the proof that we hold it.
+    pub fn answer(&self, challenge: u64) -> Vec<(String, String)> {
+        let mut o = self.options();
+        if let Some((key, nonce)) = &self.key {
+            o.push((
+                option::PROOF.to_string(),
+                to_hex(&key.player_proof(challenge, nonce)),
+            ));
+        }
+        o
+    }
+
+    /// Checks the sender's `Auth` for `challenge`; the session's cipher when it holds.
+    pub fn verify(&self, challenge: u64, proof: &[u8; 32]) -> Result<Cipher, SessionError> {
+        let Some((key, nonce)) = &self.key else {
+            return Err(SessionError::Key(
+                "the sender uses a key but this player has none: give it the same --key".into(),
+            ));
+        };
+        if !key.verify_sender(challenge, nonce, proof) {
+            return Err(SessionError::Key(
+                "the sender's key differs from this player's (check both --key files)".into(),
+            ));
+        }
+        Ok(key.cipher(challenge, nonce))
+    }
+}
+
+/// The error for a `StreamInfo` that came without the sender proving the key we expect.
+pub fn unkeyed_sender() -> SessionError {
+    SessionError::Key(
+        "the sender does not use a key: start it with the same --key as this player".into(),
+    )
+}
 
 /// Something the sender said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +86,10 @@ pub enum Event {
     },
     /// The sender gave up.
     SenderError(String),
+    /// A handshake step handled inside the session (not passed on).
+    Handshake,
+    /// The key exchange failed (UDP; on TCP it is a [`SessionError::Key`]).
+    KeyError(String),
     /// The answer to one of our `Ping`s (t1 ours, t2 and t3 the sender's clock).
     Pong {
         /// The ping's id.
@@ -43,6 +112,9 @@ pub enum SessionError {
     /// A valid message at the wrong time or with wrong contents.
     #[error("{0}")]
     Order(String),
+    /// The key exchange failed, or a frame did not authenticate.
+    #[error("{0}")]
+    Key(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +132,10 @@ pub struct Session {
     info: Option<StreamInfo>,
     next_sequence: u64,
     next_position: u64,
+    greeting: Greeting,
+    challenge: Option<u64>,
+    cipher: Option<Cipher>,
+    outgoing: Vec<u8>,
 }
 
 impl Session {
@@ -71,18 +147,44 @@ impl Session {
             info: None,
             next_sequence: 0,
             next_position: 0,
+            greeting: Greeting::default(),
+            challenge: None,
+            cipher: None,
+            outgoing: Vec::new(),
         }
     }
 
-    /// The framed `Hello` to send first, asking for `preroll_ms` of pre-roll.
-    pub fn hello(client: &str, preroll_ms: u64) -> Vec<u8> {
+    /// A session that answers the sender's challenge as `greeting` says (with a key: proves
+    /// it, checks the sender's proof, and opens sealed audio).
+    pub fn with_greeting(mut self, greeting: Greeting) -> Self {
+        self.greeting = greeting;
+        self
+    }
+
+    /// Bytes to send to the sender (the answer to its challenge), taken once.
+    pub fn take_outgoing(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    /// A session that resumes a stream: the sender was asked (in the `Hello`) to continue
+    /// from `sequence` at sample frame `position`.
+    pub fn resuming(max_frame_len: u64, sequence: u64, position: u64) -> Self {
+        Self {
+            next_sequence: sequence,
+            next_position: position,
+            ..Self::new(max_frame_len)
+        }
+    }
+
+    /// The framed `Hello` of `greeting`.
+    pub fn hello(greeting: &Greeting) -> Vec<u8> {
         let mut out = Vec::new();
         let hello = Message::Hello(Hello {
             version: PROTOCOL_VERSION,
-            client: client.to_string(),
-            options: vec![(option::PREROLL_MS.to_string(), preroll_ms.to_string())],
+            client: greeting.client.clone(),
+            options: greeting.options(),
         });
-        // A short name and one option always encode.
+        // A short name and a few options always encode.
         let _ = hello.encode_frame(&mut out);
         out
     }
@@ -113,15 +215,47 @@ impl Session {
             bytes = &bytes[used..];
             if let Some(frame) = self.decoder.next_frame() {
                 let msg = Message::decode(frame)?;
-                events.push(self.accept(msg)?);
+                if let Some(event) = self.accept(msg)? {
+                    events.push(event);
+                }
             }
         }
         Ok(())
     }
 
-    fn accept(&mut self, msg: Message) -> Result<Event, SessionError> {
+    fn accept(&mut self, msg: Message) -> Result<Option<Event>, SessionError> {
+        self.accept_one(msg).map(|e| match e {
+            Event::Handshake => None,
+            e => Some(e),
+        })
+    }
+
+    fn accept_one(&mut self, msg: Message) -> Result<Event, SessionError> {
         let order = |s: String| Err(SessionError::Order(s));
         match (self.state, msg) {
+            (State::AwaitInfo, Message::Cookie { cookie }) if self.challenge.is_none() => {
+                // The sender's challenge: answer with a Hello that proves our key.
+                self.challenge = Some(cookie);
+                let hello = Message::Hello(Hello {
+                    version: PROTOCOL_VERSION,
+                    client: self.greeting.client.clone(),
+                    options: self.greeting.answer(cookie),
+                });
+                let _ = hello.encode_frame(&mut self.outgoing);
+                Ok(Event::Handshake)
+            }
+            (State::AwaitInfo, Message::Auth { proof }) => {
+                let Some(challenge) = self.challenge else {
+                    return order("Auth before a challenge".into());
+                };
+                self.cipher = Some(self.greeting.verify(challenge, &proof)?);
+                Ok(Event::Handshake)
+            }
+            (State::AwaitInfo, Message::StreamInfo(_))
+                if self.greeting.key.is_some() && self.cipher.is_none() =>
+            {
+                Err(unkeyed_sender())
+            }
             (_, Message::Error { text, .. }) => Ok(Event::SenderError(text)),
             (
                 _,
@@ -143,19 +277,29 @@ impl Session {
                 self.state = State::Streaming;
                 Ok(Event::Info(info))
             }
-            (State::Streaming, Message::Audio(a)) => {
+            (State::Streaming, Message::Audio(mut a)) => {
+                if let Some(c) = &self.cipher {
+                    c.open(&mut a)
+                        .map_err(|e| SessionError::Key(e.to_string()))?;
+                }
                 let Some(info) = self.info else {
                     return order("Audio before StreamInfo".into());
                 };
-                let bpf = info.bytes_per_frame();
-                if a.payload.len() % bpf != 0 {
-                    return order(format!(
-                        "Audio #{} holds {} bytes, not a whole number of {bpf}-byte sample frames",
-                        a.sequence,
-                        a.payload.len()
-                    ));
-                }
-                let frames = (a.payload.len() / bpf) as u64;
+                let Some(frames) = info.frames_in(&a.payload) else {
+                    let bpf = info.bytes_per_frame();
+                    return order(match info.codec {
+                        Codec::Pcm => format!(
+                            "Audio #{} holds {} bytes, not a whole number of {bpf}-byte sample frames",
+                            a.sequence,
+                            a.payload.len()
+                        ),
+                        codec => format!(
+                            "Audio #{} is not a valid {codec} packet ({} bytes)",
+                            a.sequence,
+                            a.payload.len()
+                        ),
+                    });
+                };
                 if frames > u64::from(info.samples_per_frame) {
                     return order(format!(
                         "Audio #{} holds {frames} sample frames, more than the announced {}",

@@ -13,7 +13,8 @@ use std::time::Duration;
 use audiowire_protocol::message::option;
 use audiowire_protocol::{HEADER_LEN, Hello, Message, PROTOCOL_VERSION, Report, StreamInfo};
 
-use crate::session::Event;
+use crate::session::{Event, Greeting, SessionError, unkeyed_sender};
+use audiowire_protocol::auth::Cipher;
 
 /// How often an unanswered `Hello` is sent again.
 pub const HELLO_RETRY: Duration = Duration::from_millis(250);
@@ -21,12 +22,13 @@ pub const HELLO_RETRY: Duration = Duration::from_millis(250);
 /// Handshake and datagram state of one UDP subscription.
 #[derive(Debug)]
 pub struct UdpClient {
-    client: String,
-    preroll_ms: u64,
+    greeting: Greeting,
     cookie: Option<u64>,
     info: Option<StreamInfo>,
     last_hello: Option<Duration>,
     malformed: u64,
+    /// With a key: the session's cipher, once the sender proved the key.
+    cipher: Option<Cipher>,
     /// Audio that overtook `StreamInfo` on the network, released once it arrives.
     early: Vec<audiowire_protocol::Audio>,
 }
@@ -35,16 +37,16 @@ pub struct UdpClient {
 const EARLY_MAX: usize = 512;
 
 impl UdpClient {
-    /// A client that will ask for `preroll_ms` of pre-roll.
-    pub fn new(client: &str, preroll_ms: u64) -> Self {
+    /// A client that will greet the sender with `greeting`.
+    pub fn new(greeting: Greeting) -> Self {
         Self {
-            client: client.to_string(),
-            preroll_ms,
+            greeting,
             cookie: None,
             info: None,
             last_hello: None,
             malformed: 0,
             early: Vec::new(),
+            cipher: None,
         }
     }
 
@@ -59,14 +61,18 @@ impl UdpClient {
     }
 
     fn hello(&self) -> Vec<u8> {
-        let mut options = vec![(option::PREROLL_MS.to_string(), self.preroll_ms.to_string())];
+        let mut options = match self.cookie {
+            // The cookie is also the challenge a keyed player answers with its proof.
+            Some(c) => self.greeting.answer(c),
+            None => self.greeting.options(),
+        };
         if let Some(c) = self.cookie {
             options.push((option::COOKIE.to_string(), format!("{c:016x}")));
         }
         let mut out = Vec::new();
         let _ = Message::Hello(Hello {
             version: PROTOCOL_VERSION,
-            client: self.client.clone(),
+            client: self.greeting.client.clone(),
             options,
         })
         .encode_frame(&mut out);
@@ -120,6 +126,21 @@ impl UdpClient {
                 self.last_hello = Some(now);
                 return Some(self.hello());
             }
+            Message::Auth { proof } if self.info.is_none() => {
+                let verified = self
+                    .cookie
+                    .ok_or_else(|| SessionError::Key("Auth before a cookie".into()))
+                    .and_then(|c| self.greeting.verify(c, &proof));
+                match verified {
+                    Ok(cipher) => self.cipher = Some(cipher),
+                    Err(e) => events.push(Event::KeyError(e.to_string())),
+                }
+            }
+            Message::StreamInfo(_)
+                if self.info.is_none() && self.greeting.key.is_some() && self.cipher.is_none() =>
+            {
+                events.push(Event::KeyError(unkeyed_sender().to_string()));
+            }
             Message::StreamInfo(info) if self.info.is_none() => {
                 self.info = Some(info);
                 events.push(Event::Info(info));
@@ -161,11 +182,20 @@ impl UdpClient {
     fn accept_audio(
         &mut self,
         info: StreamInfo,
-        a: audiowire_protocol::Audio,
+        mut a: audiowire_protocol::Audio,
         events: &mut Vec<Event>,
     ) {
-        let bpf = info.bytes_per_frame();
-        if a.payload.len() % bpf == 0 && a.payload.len() / bpf <= info.samples_per_frame as usize {
+        // Sealed audio that does not open was forged or damaged: dropped, like any bad datagram.
+        if let Some(c) = &self.cipher
+            && c.open(&mut a).is_err()
+        {
+            self.malformed += 1;
+            return;
+        }
+        if info
+            .frames_in(&a.payload)
+            .is_some_and(|n| n <= u64::from(info.samples_per_frame))
+        {
             events.push(Event::Audio(a));
         } else {
             self.malformed += 1;
@@ -198,7 +228,12 @@ mod tests {
 
     #[test]
     fn handshake_echoes_the_cookie_and_retries_until_stream_info() {
-        let mut c = UdpClient::new("t", 50);
+        let mut c = UdpClient::new(Greeting {
+            client: "t".into(),
+            preroll_ms: 50,
+            resume: None,
+            key: None,
+        });
         let first = c.poll_transmit(Duration::ZERO).unwrap();
         assert!(c.poll_transmit(Duration::from_millis(100)).is_none());
         assert_eq!(c.poll_transmit(Duration::from_millis(250)), Some(first));
@@ -233,7 +268,12 @@ mod tests {
 
     #[test]
     fn a_datagram_whose_header_disagrees_with_its_size_is_counted_and_dropped() {
-        let mut c = UdpClient::new("t", 50);
+        let mut c = UdpClient::new(Greeting {
+            client: "t".into(),
+            preroll_ms: 50,
+            resume: None,
+            key: None,
+        });
         let mut d = framed(&Message::End { position: 1 });
         d.push(0);
         let mut ev = Vec::new();

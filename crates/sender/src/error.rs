@@ -22,6 +22,28 @@ pub enum Error {
         /// What the parser found.
         reason: String,
     },
+    /// The file is not in an audio format audiowire reads.
+    #[error("{} is not an audio file audiowire can read ({reason}); audiowire send reads WAV, FLAC, MP3, Ogg Vorbis, AAC and ALAC (MP4), AIFF and Matroska/WebM audio", path.display())]
+    NotAudio {
+        /// The file.
+        path: PathBuf,
+        /// What the probe found.
+        reason: String,
+    },
+    /// The file went bad mid-stream.
+    #[error("cannot decode {}: {reason}; check the file, for example with `ffprobe`", path.display())]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// The codec settings cannot work (or the encoder refused them).
+    #[error("{0}")]
+    Codec(String),
+    /// The input device could not be found, opened or read.
+    #[error("{0}")]
+    Input(String),
     /// The file is a WAV file in an encoding we cannot stream.
     #[error("{} uses an unsupported WAV encoding ({reason}); convert it to PCM, for example with `sox in.wav -b 16 out.wav`", path.display())]
     Unsupported {
@@ -56,6 +78,9 @@ pub enum Error {
         /// Why (kept out of the source chain so it is printed once).
         error: std::io::Error,
     },
+    /// A player was refused (no key, or the wrong one); the text says why.
+    #[error("refused: {0}")]
+    Refused(String),
     /// A socket operation with one player failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),

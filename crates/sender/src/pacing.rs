@@ -87,6 +87,19 @@ mod tests {
     }
 
     #[test]
+    fn an_unbounded_preroll_makes_every_deadline_zero() {
+        // `send --unpaced`: the whole stream is pre-roll, 24 h of it included.
+        let p = Pacer::new(48_000, Duration::MAX);
+        for pos in [0, 480, 48_000 * 86_400, u64::MAX] {
+            assert_eq!(
+                p.wait(pos, Duration::ZERO),
+                Duration::ZERO,
+                "position {pos}"
+            );
+        }
+    }
+
+    #[test]
     fn a_late_sender_catches_up_without_waiting() {
         let p = Pacer::new(48_000, Duration::ZERO);
         assert_eq!(p.wait(480, Duration::from_millis(30)), Duration::ZERO);

@@ -12,17 +12,19 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use audiowire_protocol::auth::{Cipher, Key, from_hex};
 use audiowire_protocol::clock::answer_probe;
 use audiowire_protocol::message::{ErrorCode, option};
 use audiowire_protocol::{
-    Audio, Codec, DEFAULT_MAX_FRAME_LEN, FrameDecoder, Message, PROTOCOL_VERSION, StreamInfo,
+    Audio, DEFAULT_MAX_FRAME_LEN, FrameDecoder, Message, PROTOCOL_VERSION, StreamInfo,
 };
 use socket2::{Domain, Socket, Type};
 use tracing::{info, warn};
 
+use crate::broadcast::Hub;
 use crate::error::{Error, Result};
+use crate::feed::{Frames, PlayerFeed, Progress};
 use crate::pacing::Pacer;
-use crate::source::WavSource;
 
 /// Largest control message (a `Hello`) a player may send.
 const MAX_CONTROL_FRAME: u64 = 64 * 1024;
@@ -32,8 +34,17 @@ const SLEEP_SLICE: Duration = Duration::from_millis(50);
 /// What to serve and how.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// The WAV file to stream.
+    /// The audio file to stream (WAV, or anything symphonia decodes); unused with `input`.
     pub path: PathBuf,
+    /// Capture from an input device instead of reading a file: `Some(None)` the default
+    /// device, `Some(Some(name))` the one whose id or name matches. Always a broadcast.
+    pub input: Option<Option<String>>,
+    /// The codec and its settings.
+    pub codec: crate::feed::CodecConfig,
+    /// Resample to this rate (PCM; Opus always runs at 48 kHz).
+    pub rate: Option<u32>,
+    /// One live stream for everyone: players join where it stands instead of from the start.
+    pub broadcast: bool,
     /// Duration of one `Audio` frame in milliseconds.
     pub frame_ms: f64,
     /// Start again at the end of the file instead of ending the stream.
@@ -50,6 +61,11 @@ pub struct ServerConfig {
     pub max_datagram: usize,
     /// UDP: a player that sends nothing (no report) for this long is dropped.
     pub silence_timeout: Duration,
+    /// A pre-shared key: players must prove they hold it, and audio is sealed with it.
+    pub key: Option<Key>,
+    /// Send as fast as the player reads instead of in real time: every deadline is zero (as if
+    /// the whole stream were pre-roll). For soak and throughput tests (`send --unpaced`).
+    pub unpaced: bool,
 }
 
 impl ServerConfig {
@@ -57,6 +73,10 @@ impl ServerConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
+            input: None,
+            codec: crate::feed::CodecConfig::Pcm,
+            rate: None,
+            broadcast: false,
             frame_ms: 10.0,
             looping: false,
             default_preroll: Duration::from_millis(50),
@@ -65,6 +85,8 @@ impl ServerConfig {
             handshake_timeout: Duration::from_secs(5),
             max_datagram: 1400,
             silence_timeout: Duration::from_secs(5),
+            key: None,
+            unpaced: false,
         }
     }
 }
@@ -75,6 +97,9 @@ pub struct Server {
     listener: TcpListener,
     config: Arc<ServerConfig>,
     info: StreamInfo,
+    /// The live stream, for `--input` and `--broadcast`.
+    hub: Option<Arc<Hub>>,
+    progress: Arc<Progress>,
 }
 
 /// Sample frames per `Audio` message for `frame_ms` at `rate`, checked against the protocol.
@@ -110,35 +135,7 @@ pub(crate) fn resolve(addr: &str) -> Result<SocketAddr> {
 /// Opens the file and describes the stream it makes, for `frame_ms` frames of at most
 /// `max_payload` bytes of samples (`None`: no limit but the protocol's).
 pub(crate) fn describe(config: &ServerConfig, max_payload: Option<usize>) -> Result<StreamInfo> {
-    let source = WavSource::open(&config.path)?;
-    let mut info = StreamInfo {
-        sample_rate: source.sample_rate(),
-        channels: source.channels(),
-        format: source.format(),
-        codec: Codec::Pcm,
-        samples_per_frame: 1,
-        total_frames: (!config.looping).then_some(source.total_frames()),
-    };
-    info.samples_per_frame =
-        samples_per_frame(config.frame_ms, info.sample_rate, info.bytes_per_frame())?;
-    if let Some(max) = max_payload {
-        let fit = max / info.bytes_per_frame();
-        if fit == 0 {
-            return Err(Error::FrameSize {
-                frame_ms: config.frame_ms,
-                reason: format!(
-                    "too large: one sample frame ({} bytes) does not fit a {max}-byte datagram payload",
-                    info.bytes_per_frame()
-                ),
-            });
-        }
-        info.samples_per_frame = info.samples_per_frame.min(fit as u32);
-    }
-    info.validate().map_err(|e| Error::Unsupported {
-        path: config.path.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok(info)
+    crate::feed::describe(config, max_payload)
 }
 
 fn bind(addr: &str) -> Result<TcpListener> {
@@ -163,13 +160,26 @@ fn bind(addr: &str) -> Result<TcpListener> {
 impl Server {
     /// Checks the file and binds `addr` (`HOST:PORT`; port 0 picks a free one).
     pub fn bind(addr: &str, config: ServerConfig) -> Result<Self> {
-        let info = describe(&config, None)?;
+        let progress = Arc::new(Progress::default());
+        let (info, hub) = if config.input.is_some() || config.broadcast {
+            let hub = Hub::prepare(&config, None, Arc::clone(&progress))?;
+            (hub.stream_info(), Some(hub))
+        } else {
+            (describe(&config, None)?, None)
+        };
         let listener = bind(addr)?;
         Ok(Self {
             listener,
             config: Arc::new(config),
             info,
+            hub,
+            progress,
         })
+    }
+
+    /// Players being served and the furthest position reached, for a progress line.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
     }
 
     /// The bound address (useful with port 0).
@@ -188,11 +198,18 @@ impl Server {
     pub fn run(&self, shutdown: &Arc<AtomicBool>) -> Result<()> {
         let active = Arc::new(AtomicUsize::new(0));
         let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
+        let producer = self.hub.as_ref().map(|h| h.start(shutdown)).transpose()?;
         while !shutdown.load(Ordering::Relaxed) {
+            // A broadcast that ended (its file did) ends the server.
+            if producer.as_ref().is_some_and(|p| p.is_finished()) {
+                break;
+            }
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     let config = Arc::clone(&self.config);
                     let info = self.info;
+                    let hub = self.hub.clone();
+                    let progress = Arc::clone(&self.progress);
                     let shutdown = Arc::clone(shutdown);
                     let n = active.fetch_add(1, Ordering::Relaxed) + 1;
                     let player_active = Arc::clone(&active);
@@ -201,7 +218,14 @@ impl Server {
                         thread::Builder::new()
                             .name(format!("player {peer}"))
                             .spawn(move || {
-                                match serve_player(stream, &config, info, &shutdown) {
+                                match serve_player(
+                                    stream,
+                                    &config,
+                                    info,
+                                    hub.as_ref(),
+                                    &progress,
+                                    &shutdown,
+                                ) {
                                     Ok(sent) => info!(
                                         "player {peer} finished: {:.2} s sent",
                                         sent as f64 / f64::from(info.sample_rate)
@@ -233,13 +257,26 @@ impl Server {
         for t in threads {
             let _ = t.join();
         }
-        Ok(())
+        if let Some(p) = producer {
+            let _ = p.join();
+        }
+        // A live input that failed ends the sender with its error.
+        match self.hub.as_ref().and_then(|h| h.take_failure()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
+/// What the reader of a streaming player passes on: a probe with its arrival time, or why the
+/// player's bytes are not the protocol (the player is then dropped).
+type Probe = std::result::Result<(Message, u64), String>;
+
 /// Reads what a streaming player sends (until `stop`, the player's end of file, or an error) and
-/// passes its probes (`Ping`, `Echo`) on with their arrival time. Bounded: wakes every 100 ms.
-fn read_probes(stream: &mut TcpStream, stop: &AtomicBool, probes: &mpsc::Sender<(Message, u64)>) {
+/// passes its probes (`Ping`, `Echo`) on with their arrival time; bytes that are not the protocol
+/// (a bad length, a bad envelope) are passed on as an error, and reading stops. Other valid
+/// messages are ignored. Bounded: wakes every 100 ms.
+fn read_probes(stream: &mut TcpStream, stop: &AtomicBool, probes: &mpsc::Sender<Probe>) {
     if stream
         .set_read_timeout(Some(Duration::from_millis(100)))
         .is_err()
@@ -265,14 +302,26 @@ fn read_probes(stream: &mut TcpStream, stop: &AtomicBool, probes: &mpsc::Sender<
         let received = unix_micros();
         let mut input = &buf[..n];
         while !input.is_empty() {
-            let Ok(used) = decoder.push(input) else {
-                return; // not the protocol: stop listening, the stream goes on
+            let used = match decoder.push(input) {
+                Ok(used) => used,
+                Err(e) => {
+                    let _ = probes.send(Err(e.to_string()));
+                    return;
+                }
             };
             input = &input[used..];
-            if let Some(frame) = decoder.next_frame()
-                && let Ok(msg) = Message::decode(frame)
-                && matches!(msg, Message::Ping { .. } | Message::Echo { .. })
-                && probes.send((msg, received)).is_err()
+            let Some(frame) = decoder.next_frame() else {
+                continue;
+            };
+            let msg = match Message::decode(frame) {
+                Ok(msg) => msg,
+                Err(e) => {
+                    let _ = probes.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            if matches!(msg, Message::Ping { .. } | Message::Echo { .. })
+                && probes.send(Ok((msg, received))).is_err()
             {
                 return;
             }
@@ -280,8 +329,69 @@ fn read_probes(stream: &mut TcpStream, stop: &AtomicBool, probes: &mpsc::Sender<
     }
 }
 
-/// The pre-roll a player asked for, within the configured maximum.
+/// How one player's stream goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan<'a> {
+    /// Audio sent at once before pacing in real time.
+    pub preroll: Duration,
+    /// Start again at the end of the file.
+    pub looping: bool,
+    /// Where to start.
+    pub resume: Resume,
+    /// With a pre-shared key: the session's cipher, which seals every `Audio` payload.
+    pub cipher: Option<&'a Cipher>,
+}
+
+/// Where a player asks to start: from the beginning, or, after a dropped connection, right
+/// after the last frame it has (Hello options `start-sequence` and `start-position`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// The first sequence number to send.
+    pub sequence: u64,
+    /// The first sample frame to send.
+    pub position: u64,
+}
+
+impl Resume {
+    /// What a player's `Hello` asks for.
+    pub fn of(hello: &audiowire_protocol::Hello) -> Self {
+        let num = |key| hello.option(key).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Self {
+            sequence: num(option::START_SEQUENCE),
+            position: num(option::START_POSITION),
+        }
+    }
+}
+
+/// The nonce a player sent, if it uses a key.
+pub(crate) fn key_nonce(hello: &audiowire_protocol::Hello) -> Option<[u8; 16]> {
+    hello.option(option::NONCE).and_then(from_hex::<16>)
+}
+
+/// An `Error` message refusing a player.
+pub(crate) fn refusal(text: &str) -> Message {
+    Message::Error {
+        code: ErrorCode::Unauthorized,
+        text: text.to_string(),
+    }
+}
+
+/// 64 random bits from the system.
+pub(crate) fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // The system's generator does not fail on Linux; fall back to the time if it ever does.
+    if getrandom::fill(&mut b).is_err() {
+        return unix_micros().wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    u64::from_be_bytes(b)
+}
+
+/// The pre-roll a player asked for, within the configured maximum. Unpaced, everything is
+/// pre-roll: the pacer's deadlines are all zero.
 pub(crate) fn preroll_of(hello: &audiowire_protocol::Hello, config: &ServerConfig) -> Duration {
+    if config.unpaced {
+        return Duration::MAX;
+    }
     hello
         .option(option::PREROLL_MS)
         .and_then(|v| v.parse::<u64>().ok())
@@ -289,8 +399,27 @@ pub(crate) fn preroll_of(hello: &audiowire_protocol::Hello, config: &ServerConfi
         .min(config.max_preroll)
 }
 
-/// Reads the player's `Hello`, bounded by the handshake timeout.
+/// Reads the player's `Hello`, bounded by the handshake timeout. Bytes that are not the protocol,
+/// or another message than `Hello` (or a probe), are refused: the player is told why in an `Error`
+/// (code 2, best effort) and the error is returned, for the log.
 fn read_hello(stream: &mut TcpStream, timeout: Duration) -> Result<audiowire_protocol::Hello> {
+    let result = receive_hello(stream, timeout);
+    if let Err(e) = &result {
+        let bad = match e {
+            Error::Protocol(_) => true,
+            Error::Io(io) => io.kind() == ErrorKind::InvalidData,
+            _ => false,
+        };
+        if bad {
+            let text = e.to_string();
+            let code = ErrorCode::BadMessage;
+            let _ = send(stream, &Message::Error { code, text }, &mut Vec::new());
+        }
+    }
+    result
+}
+
+fn receive_hello(stream: &mut TcpStream, timeout: Duration) -> Result<audiowire_protocol::Hello> {
     let deadline = Instant::now() + timeout;
     let mut decoder = FrameDecoder::new(MAX_CONTROL_FRAME);
     let mut buf = [0u8; 4096];
@@ -307,7 +436,11 @@ fn read_hello(stream: &mut TcpStream, timeout: Duration) -> Result<audiowire_pro
             Ok(0) => {
                 return Err(Error::Io(std::io::Error::new(
                     ErrorKind::UnexpectedEof,
-                    "closed before sending Hello",
+                    if decoder.is_idle() {
+                        "closed before sending Hello"
+                    } else {
+                        "closed in the middle of a frame, before sending Hello"
+                    },
                 )));
             }
             Ok(n) => n,
@@ -352,19 +485,41 @@ fn send(stream: &mut TcpStream, msg: &Message, out: &mut Vec<u8>) -> Result<()> 
 /// so. Returns the position reached, for the `End` message. Errors from `send` come back as
 /// [`Error::Io`]; errors reading the file as the source's error.
 pub(crate) fn stream_file(
-    source: &mut WavSource,
+    source: &mut Frames,
     info: StreamInfo,
-    preroll: Duration,
-    looping: bool,
+    plan: &Plan<'_>,
     send: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     stop: &dyn Fn() -> bool,
     out: &mut Vec<u8>,
 ) -> Result<u64> {
+    let Plan {
+        preroll,
+        looping,
+        resume,
+        cipher,
+    } = *plan;
+    // A live stream comes as it is made; a file is paced here.
+    let source = match source {
+        Frames::Live(sub) => return sub.stream(cipher, send, stop, out),
+        Frames::File(f) => f,
+    };
+    // A resuming player continues where it was: the file from that position (modulo its
+    // length when looping), the numbering from its next sequence number, paced afresh.
+    let total = source.total_frames();
+    let from = if looping && total > 0 {
+        resume.position % total
+    } else {
+        resume.position
+    };
+    if from > 0 {
+        source.seek(from)?;
+    }
+    let base = resume.position;
     let pacer = Pacer::new(info.sample_rate, preroll);
     let start = Instant::now();
     let start_us = unix_micros();
-    let mut position = 0u64;
-    let mut sequence = 0u64;
+    let mut position = resume.position;
+    let mut sequence = resume.sequence;
     let mut audio = Audio {
         sequence: 0,
         position: 0,
@@ -377,14 +532,14 @@ pub(crate) fn stream_file(
             if stop() {
                 return Ok(position);
             }
-            let wait = pacer.wait(position, start.elapsed());
+            let wait = pacer.wait(position - base, start.elapsed());
             if wait.is_zero() {
                 break;
             }
             thread::sleep(wait.min(SLEEP_SLICE));
         }
         audio.payload.clear();
-        let read = source.read_frames(info.samples_per_frame, &mut audio.payload)?;
+        let read = source.read_frame(&mut audio.payload)?;
         if read == 0 {
             if looping && source.total_frames() > 0 {
                 source.rewind()?;
@@ -394,7 +549,10 @@ pub(crate) fn stream_file(
         }
         audio.sequence = sequence;
         audio.position = position;
-        audio.timestamp_us = start_us + pacer.due(position).as_micros() as u64;
+        audio.timestamp_us = start_us + pacer.due(position - base).as_micros() as u64;
+        if let Some(c) = cipher {
+            c.seal(&mut audio);
+        }
         out.clear();
         audio.encode_frame(out);
         send(out)?;
@@ -414,6 +572,8 @@ fn serve_player(
     mut stream: TcpStream,
     config: &ServerConfig,
     info: StreamInfo,
+    hub: Option<&Arc<Hub>>,
+    progress: &Arc<Progress>,
     shutdown: &AtomicBool,
 ) -> Result<u64> {
     stream.set_nonblocking(false)?;
@@ -424,7 +584,7 @@ fn serve_player(
     let bytes_per_sec = info.sample_rate as usize * info.bytes_per_frame();
     socket2::SockRef::from(&stream).set_send_buffer_size(bytes_per_sec.max(256 * 1024))?;
     let mut out = Vec::new();
-    let hello = read_hello(&mut stream, config.handshake_timeout)?;
+    let mut hello = read_hello(&mut stream, config.handshake_timeout)?;
     if hello.version != PROTOCOL_VERSION {
         let text = format!(
             "protocol version {} is not supported (this sender speaks {PROTOCOL_VERSION})",
@@ -440,8 +600,56 @@ fn serve_player(
         );
         return Err(Error::Io(std::io::Error::new(ErrorKind::InvalidData, text)));
     }
+    // With a key: challenge, check the player's proof, prove ours. Without one: refuse a
+    // player that expects one, so both ends say what is wrong.
+    let cipher = match (&config.key, key_nonce(&hello)) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            let text = "this sender has no key: start it with the same --key as the player, \
+                        or play without one"
+                .to_string();
+            let _ = send(&mut stream, &refusal(&text), &mut out);
+            return Err(Error::Refused(
+                "the player uses a key and this sender has none".into(),
+            ));
+        }
+        (Some(_), None) => {
+            let text = "this sender requires a key: give the player the same --key".to_string();
+            let _ = send(&mut stream, &refusal(&text), &mut out);
+            return Err(Error::Refused("the player has no key".into()));
+        }
+        (Some(key), Some(nonce)) => {
+            let challenge = random_u64();
+            send(
+                &mut stream,
+                &Message::Cookie { cookie: challenge },
+                &mut out,
+            )?;
+            hello = read_hello(&mut stream, config.handshake_timeout)?;
+            let proved = hello
+                .option(option::PROOF)
+                .and_then(from_hex::<32>)
+                .is_some_and(|p| {
+                    key_nonce(&hello) == Some(nonce) && key.verify_player(challenge, &nonce, &p)
+                });
+            if !proved {
+                let text = "wrong key: the player's --key differs from this sender's".to_string();
+                let _ = send(&mut stream, &refusal(&text), &mut out);
+                return Err(Error::Refused("wrong key".into()));
+            }
+            send(
+                &mut stream,
+                &Message::Auth {
+                    proof: key.sender_proof(challenge, &nonce),
+                },
+                &mut out,
+            )?;
+            Some(key.cipher(challenge, &nonce))
+        }
+    };
     let preroll = preroll_of(&hello, config);
-    let mut source = match WavSource::open(&config.path) {
+    let feed = PlayerFeed::tcp(Arc::clone(progress));
+    let mut source = match Frames::open(config, info, hub, preroll, Resume::of(&hello), &feed) {
         Ok(s) => s,
         Err(e) => {
             let _ = send(
@@ -459,7 +667,7 @@ fn serve_player(
 
     // The player may probe during the stream (Ping for the clock offset, Echo): a reader thread
     // answers through this thread, between audio frames, so only one thread writes.
-    let (probes, answers) = mpsc::channel::<(Message, u64)>();
+    let (probes, answers) = mpsc::channel::<Probe>();
     let reader_stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let mut rd = stream.try_clone()?;
@@ -470,13 +678,20 @@ fn serve_player(
     };
     let mut frame = Vec::new();
     let stop = || shutdown.load(Ordering::Relaxed);
+    let plan = Plan {
+        preroll,
+        looping: config.looping,
+        resume: Resume::of(&hello),
+        cipher: cipher.as_ref(),
+    };
     let result = stream_file(
         &mut source,
         info,
-        preroll,
-        config.looping,
+        &plan,
         &mut |bytes| {
-            for (probe, received) in answers.try_iter() {
+            for probe in answers.try_iter() {
+                let (probe, received) =
+                    probe.map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
                 if let Some(reply) = answer_probe(&probe, received, unix_micros()) {
                     let mut out = Vec::new();
                     if reply.encode_frame(&mut out).is_ok() {

@@ -6,18 +6,55 @@
 //! player connects, not halfway through a stream.
 
 use std::fs::File;
-use std::io::{BufReader, Seek};
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use audiowire_protocol::SampleFormat;
 use hound::{SampleFormat as HoundFormat, WavReader};
 
 use crate::error::{Error, Result};
 
+/// Where the WAV bytes come from: a file, or memory (for tests and fuzzing, see
+/// [`WavSource::from_bytes`]).
+enum Input {
+    File(BufReader<File>),
+    Memory(Cursor<Arc<[u8]>>),
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Input::File(f) => f.read(buf),
+            Input::Memory(m) => m.read(buf),
+        }
+    }
+}
+
+impl Seek for Input {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        match self {
+            Input::File(f) => f.seek(pos),
+            Input::Memory(m) => m.seek(pos),
+        }
+    }
+}
+
+/// Where to read the same bytes again from their start.
+enum Origin {
+    File,
+    Memory(Arc<[u8]>),
+}
+
 /// A WAV file opened for streaming.
 pub struct WavSource {
     path: PathBuf,
-    reader: WavReader<BufReader<File>>,
+    origin: Origin,
+    /// True when hound's `seek` moves by whole samples as they are stored. It moves by
+    /// `bits / 8` bytes a sample, so not in a file whose samples sit in wider containers (24
+    /// bits in 4 bytes, or a block align that pads): there a seek reads its way instead.
+    exact_seek: bool,
+    reader: WavReader<Input>,
     format: SampleFormat,
     ints: Vec<i32>,
     floats: Vec<f32>,
@@ -81,7 +118,37 @@ impl WavSource {
                 error: source,
             })?
             .len();
-        let reader = WavReader::new(BufReader::new(file)).map_err(|e| hound_error(path, e))?;
+        let reopen = || Ok(Input::File(BufReader::new(open()?)));
+        Self::check(
+            path,
+            Origin::File,
+            Input::File(BufReader::new(file)),
+            file_len,
+            reopen,
+        )
+    }
+
+    /// Checks WAV bytes held in memory, as [`WavSource::open`] checks a file; `name` stands for
+    /// the path in messages. The same parser and checks as for a file, without the file system
+    /// (the fuzz target `wav_source` feeds it arbitrary bytes).
+    pub fn from_bytes(name: impl AsRef<Path>, bytes: impl Into<Arc<[u8]>>) -> Result<Self> {
+        let bytes: Arc<[u8]> = bytes.into();
+        let len = bytes.len() as u64;
+        let reopen = || Ok(Input::Memory(Cursor::new(Arc::clone(&bytes))));
+        let origin = Origin::Memory(Arc::clone(&bytes));
+        Self::check(name.as_ref(), origin, reopen()?, len, reopen)
+    }
+
+    /// The checks of [`WavSource::open`] on `input` (of `file_len` bytes); `reopen` gives the
+    /// same bytes again from their start, for streaming.
+    fn check(
+        path: &Path,
+        origin: Origin,
+        input: Input,
+        file_len: u64,
+        reopen: impl Fn() -> Result<Input>,
+    ) -> Result<Self> {
+        let reader = WavReader::new(input).map_err(|e| hound_error(path, e))?;
         let spec = reader.spec();
         let format = match spec.sample_format {
             HoundFormat::Int => SampleFormat::int_with_bits(spec.bits_per_sample),
@@ -120,9 +187,26 @@ impl WavSource {
                 found,
             });
         }
-        let reader = WavReader::new(BufReader::new(open()?)).map_err(|e| hound_error(path, e))?;
+        // How many bytes one sample really takes: read one and see how far the reader moved.
+        let mut probe = WavReader::new(reopen()?).map_err(|e| hound_error(path, e))?;
+        let exact_seek = samples == 0 || {
+            let one = if format.is_float() {
+                probe.samples::<f32>().next().is_some_and(|s| s.is_ok())
+            } else {
+                probe.samples::<i32>().next().is_some_and(|s| s.is_ok())
+            };
+            let mut inner = probe.into_inner();
+            let moved = inner.stream_position().map_err(|source| Error::Open {
+                path: path.to_path_buf(),
+                error: source,
+            })?;
+            one && moved.checked_sub(data_start) == Some(u64::from(spec.bits_per_sample / 8))
+        };
+        let reader = WavReader::new(reopen()?).map_err(|e| hound_error(path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
+            origin,
+            exact_seek,
             remaining: u64::from(reader.duration()),
             reader,
             format,
@@ -156,12 +240,48 @@ impl WavSource {
         u64::from(self.reader.duration())
     }
 
-    /// Goes back to the first sample.
+    /// Moves to sample frame `frame` (clamped to the end), for a player resuming mid-file.
+    pub fn seek(&mut self, frame: u64) -> Result<()> {
+        let frame = frame.min(self.total_frames());
+        self.rewind()?;
+        if self.exact_seek {
+            self.reader
+                .seek(u32::try_from(frame).unwrap_or(u32::MAX))
+                .map_err(|source| Error::Open {
+                    path: self.path.clone(),
+                    error: source,
+                })?;
+            self.remaining = self.total_frames() - frame;
+        } else {
+            // Samples in wider containers: hound's seek would land off the samples; read there.
+            let mut skip = frame;
+            let mut scratch = Vec::new();
+            while skip > 0 {
+                scratch.clear();
+                let n = self.read_frames(skip.min(4096) as u32, &mut scratch)?;
+                if n == 0 {
+                    break;
+                }
+                skip -= u64::from(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Goes back to the first sample: the bytes are read again from their start, by a fresh
+    /// reader (hound's own seek is off in files whose samples sit in wider containers).
     pub fn rewind(&mut self) -> Result<()> {
-        self.reader.seek(0).map_err(|source| Error::Open {
-            path: self.path.clone(),
-            error: source,
-        })?;
+        let input = match &self.origin {
+            Origin::File => {
+                let file = File::open(&self.path).map_err(|source| Error::Open {
+                    path: self.path.clone(),
+                    error: source,
+                })?;
+                Input::File(BufReader::new(file))
+            }
+            Origin::Memory(bytes) => Input::Memory(Cursor::new(Arc::clone(bytes))),
+        };
+        self.reader = WavReader::new(input).map_err(|e| hound_error(&self.path, e))?;
         self.remaining = self.total_frames();
         Ok(())
     }
@@ -266,6 +386,72 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn bytes_in_memory_read_as_the_file_does() {
+        let path = temp("mem.wav");
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: HoundFormat::Int,
+        };
+        let samples: Vec<i32> = (0..40).map(|i| i * 301 - 6000).collect();
+        write_wav(&path, spec, &samples);
+        let bytes = std::fs::read(&path).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut file = WavSource::open(&path).unwrap();
+        let mut mem = WavSource::from_bytes("mem.wav", bytes.clone()).unwrap();
+        assert_eq!(file.read_frames(100, &mut a).unwrap(), 20);
+        assert_eq!(mem.read_frames(100, &mut b).unwrap(), 20);
+        assert_eq!(a, b);
+        mem.rewind().unwrap();
+        b.clear();
+        assert_eq!(mem.read_frames(7, &mut b).unwrap(), 7);
+        assert_eq!(b, a[..28]);
+        let err = WavSource::from_bytes("cut.wav", &bytes[..bytes.len() - 3]).unwrap_err();
+        assert!(matches!(err, Error::Truncated { found: 77, .. }), "{err}");
+    }
+
+    #[test]
+    fn samples_in_wider_containers_rewind_and_seek_exactly() {
+        // Found by the fuzz target wav_source: 24-bit samples in 4-byte containers. hound's seek
+        // steps 3 bytes a sample, so its rewind landed in the header.
+        let data: Vec<u8> = (0..8u8).flat_map(|i| [0, i, 0x10, 0xe0]).collect();
+        // WAVE_FORMAT_EXTENSIBLE, 2 channels, 8 kHz, 24 valid bits in 32-bit containers, PCM.
+        let mut fmt = Vec::new();
+        for v in [0xfffe_u16, 2] {
+            fmt.extend_from_slice(&v.to_le_bytes());
+        }
+        fmt.extend_from_slice(&8000u32.to_le_bytes());
+        fmt.extend_from_slice(&64_000u32.to_le_bytes());
+        for v in [8u16, 32, 22, 24] {
+            fmt.extend_from_slice(&v.to_le_bytes());
+        }
+        fmt.extend_from_slice(&3u32.to_le_bytes());
+        fmt.extend_from_slice(&[
+            1, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xaa, 0, 0x38, 0x9b, 0x71,
+        ]);
+        let mut body = b"WAVEfmt ".to_vec();
+        body.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
+        body.extend_from_slice(&fmt);
+        body.extend_from_slice(b"data");
+        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        body.extend_from_slice(&data);
+        let mut wav = b"RIFF".to_vec();
+        wav.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        wav.extend_from_slice(&body);
+        let mut src = WavSource::from_bytes("padded.wav", wav).unwrap();
+        assert!(!src.exact_seek);
+        let (mut first, mut again, mut tail) = (Vec::new(), Vec::new(), Vec::new());
+        assert_eq!(src.read_frames(100, &mut first).unwrap(), 4);
+        src.rewind().unwrap();
+        assert_eq!(src.read_frames(100, &mut again).unwrap(), 4);
+        assert_eq!(first, again);
+        src.seek(3).unwrap();
+        assert_eq!(src.read_frames(100, &mut tail).unwrap(), 1);
+        assert_eq!(tail, first[18..], "3-byte wire samples, 2 channels");
     }
 
     #[test]

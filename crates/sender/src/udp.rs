@@ -13,7 +13,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,9 +22,13 @@ use audiowire_protocol::message::{AUDIO_HEADER_LEN, ErrorCode, option};
 use audiowire_protocol::{HEADER_LEN, Message, PROTOCOL_VERSION, Report, StreamInfo};
 use tracing::{debug, info, warn};
 
+use crate::broadcast::Hub;
 use crate::error::{Error, Result};
-use crate::server::{ServerConfig, describe, preroll_of, resolve, stream_file};
-use crate::source::WavSource;
+use crate::feed::{Frames, PlayerFeed, Progress};
+use crate::server::{
+    Plan, Resume, ServerConfig, describe, key_nonce, preroll_of, refusal, resolve, stream_file,
+};
+use audiowire_protocol::auth::from_hex;
 
 /// How long a cookie's time bucket lasts; a cookie is valid in its bucket and the next.
 const COOKIE_BUCKET: Duration = Duration::from_secs(30);
@@ -45,7 +49,14 @@ struct Player {
     last_seen: Instant,
     report: Option<Report>,
     thread: thread::JoinHandle<()>,
+    /// The share of frames this player lost lately (smoothed over its reports).
+    loss: f64,
+    /// That loss in percent, for the Opus encoder's FEC.
+    loss_hint: Arc<AtomicU32>,
 }
+
+/// Smoothing of the loss the players report: each report's share weighs this much.
+const LOSS_WEIGHT: f64 = 0.3;
 
 /// A bound UDP sender, ready to [`UdpServer::run`].
 #[derive(Debug)]
@@ -53,6 +64,11 @@ pub struct UdpServer {
     socket: Arc<UdpSocket>,
     config: Arc<ServerConfig>,
     info: StreamInfo,
+    /// The live stream, for `--input` and `--broadcast`.
+    hub: Option<Arc<Hub>>,
+    progress: Arc<Progress>,
+    /// The largest `Audio` payload a datagram holds.
+    payload: usize,
     secret: RandomState,
     epoch: Instant,
     counters: Arc<UdpCounters>,
@@ -71,6 +87,24 @@ pub fn decode_datagram(d: &[u8]) -> Option<Message> {
     Message::decode(&d[HEADER_LEN..]).ok()
 }
 
+/// Why [`decode_datagram`] refuses `d`, in words for the log.
+pub fn datagram_error(d: &[u8]) -> String {
+    if d.len() < HEADER_LEN {
+        return format!("{} bytes, shorter than a frame header", d.len());
+    }
+    let mut head = [0u8; HEADER_LEN];
+    head.copy_from_slice(&d[..HEADER_LEN]);
+    let declared = u64::from_be_bytes(head);
+    let follow = d.len() - HEADER_LEN;
+    if declared != follow as u64 {
+        return format!("its header declares {declared} bytes but {follow} follow");
+    }
+    match Message::decode(&d[HEADER_LEN..]) {
+        Ok(m) => format!("a valid {}", m.name()),
+        Err(e) => e.to_string(),
+    }
+}
+
 fn framed(msg: &Message) -> Vec<u8> {
     let mut out = Vec::new();
     let _ = msg.encode_frame(&mut out);
@@ -83,7 +117,13 @@ impl UdpServer {
         let payload = config
             .max_datagram
             .saturating_sub(HEADER_LEN + AUDIO_HEADER_LEN);
-        let info = describe(&config, Some(payload))?;
+        let progress = Arc::new(Progress::default());
+        let (info, hub) = if config.input.is_some() || config.broadcast {
+            let hub = Hub::prepare(&config, Some(payload), Arc::clone(&progress))?;
+            (hub.stream_info(), Some(hub))
+        } else {
+            (describe(&config, Some(payload))?, None)
+        };
         let sa = resolve(addr)?;
         let socket = UdpSocket::bind(sa).map_err(|error| Error::Listen {
             addr: addr.to_string(),
@@ -94,6 +134,9 @@ impl UdpServer {
             socket: Arc::new(socket),
             config: Arc::new(config),
             info,
+            hub,
+            progress,
+            payload,
             secret: RandomState::new(),
             epoch: Instant::now(),
             counters: Arc::default(),
@@ -110,6 +153,11 @@ impl UdpServer {
     /// What every player is told in `StreamInfo`.
     pub fn stream_info(&self) -> StreamInfo {
         self.info
+    }
+
+    /// Players being served and the furthest position reached, for a progress line.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
     }
 
     /// What the server refused so far.
@@ -143,7 +191,12 @@ impl UdpServer {
     pub fn run(&self, shutdown: &Arc<AtomicBool>) -> Result<()> {
         let mut players: HashMap<SocketAddr, Player> = HashMap::new();
         let mut buf = vec![0u8; 65_536];
+        let producer = self.hub.as_ref().map(|h| h.start(shutdown)).transpose()?;
         while !shutdown.load(Ordering::Relaxed) {
+            // A broadcast that ended (its file did) ends the server.
+            if producer.as_ref().is_some_and(|p| p.is_finished()) {
+                break;
+            }
             match self.socket.recv_from(&mut buf) {
                 Ok((n, from)) => self.handle(&buf[..n], from, &mut players, shutdown),
                 Err(e)
@@ -175,6 +228,15 @@ impl UdpServer {
                 }
                 true
             });
+            // One encoder for everyone: its FEC covers the worst loss any player reports.
+            if let Some(hub) = &self.hub {
+                let worst = players
+                    .values()
+                    .map(|p| p.loss_hint.load(Ordering::Relaxed))
+                    .max()
+                    .unwrap_or(0);
+                hub.loss_hint().store(worst, Ordering::Relaxed);
+            }
         }
         for p in players.values() {
             p.stop.store(true, Ordering::Relaxed);
@@ -182,7 +244,14 @@ impl UdpServer {
         for (_, p) in players {
             let _ = p.thread.join();
         }
-        Ok(())
+        if let Some(p) = producer {
+            let _ = p.join();
+        }
+        // A live input that failed ends the sender with its error.
+        match self.hub.as_ref().and_then(|h| h.take_failure()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn handle(
@@ -194,6 +263,8 @@ impl UdpServer {
     ) {
         let Some(msg) = decode_datagram(d) else {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            // Debug only: a flood of junk must not flood the log.
+            debug!("datagram from {from} dropped: {}", datagram_error(d));
             return;
         };
         match msg {
@@ -228,17 +299,72 @@ impl UdpServer {
                     );
                     return;
                 }
+                // With a key the cookie is also the challenge: the Hello must carry the proof.
+                let cookie = hello
+                    .option(option::COOKIE)
+                    .and_then(|c| u64::from_str_radix(c, 16).ok())
+                    .unwrap_or(0);
+                let keyed = match (&self.config.key, key_nonce(&hello)) {
+                    (None, None) => None,
+                    (None, Some(_)) => {
+                        self.send_to(
+                            &framed(&refusal(
+                                "this sender has no key: start it with the same --key as the player, or play without one",
+                            )),
+                            from,
+                        );
+                        return;
+                    }
+                    (Some(_), None) => {
+                        self.send_to(
+                            &framed(&refusal(
+                                "this sender requires a key: give the player the same --key",
+                            )),
+                            from,
+                        );
+                        return;
+                    }
+                    (Some(key), Some(nonce)) => {
+                        let proved = hello
+                            .option(option::PROOF)
+                            .and_then(from_hex::<32>)
+                            .is_some_and(|p| key.verify_player(cookie, &nonce, &p));
+                        if !proved {
+                            warn!("player {from} refused: wrong key");
+                            self.send_to(
+                                &framed(&refusal(
+                                    "wrong key: the player's --key differs from this sender's",
+                                )),
+                                from,
+                            );
+                            return;
+                        }
+                        Some((key.sender_proof(cookie, &nonce), key.cipher(cookie, &nonce)))
+                    }
+                };
                 if let Some(p) = players.get_mut(&from) {
                     // The player did not get its StreamInfo yet: send it again.
                     p.last_seen = Instant::now();
+                    if let Some((proof, _)) = &keyed {
+                        self.send_to(&framed(&Message::Auth { proof: *proof }), from);
+                    }
                     self.send_to(&framed(&Message::StreamInfo(self.info)), from);
                     return;
                 }
                 let preroll = preroll_of(&hello, &self.config);
+                let resume = Resume::of(&hello);
                 let stop = Arc::new(AtomicBool::new(false));
                 let socket = Arc::clone(&self.socket);
                 let config = Arc::clone(&self.config);
                 let info = self.info;
+                let hub = self.hub.clone();
+                let loss_hint = Arc::new(AtomicU32::new(0));
+                let feed = PlayerFeed {
+                    fec: true,
+                    loss_hint: Arc::clone(&loss_hint),
+                    max_payload: Some(self.payload),
+                    progress: Arc::clone(&self.progress),
+                };
                 let (stop2, shutdown2) = (Arc::clone(&stop), Arc::clone(shutdown));
                 info!(
                     "player {from} subscribed over UDP ({} playing)",
@@ -249,7 +375,24 @@ impl UdpServer {
                     .spawn(move || {
                         let stopped =
                             || stop2.load(Ordering::Relaxed) || shutdown2.load(Ordering::Relaxed);
-                        match serve(&socket, from, &config, info, preroll, &stopped) {
+                        let plan = Plan {
+                            preroll,
+                            looping: config.looping,
+                            resume,
+                            cipher: keyed.as_ref().map(|(_, c)| c),
+                        };
+                        let proof = keyed.as_ref().map(|(p, _)| *p);
+                        match serve(
+                            &socket,
+                            from,
+                            &config,
+                            info,
+                            &plan,
+                            proof,
+                            hub.as_ref(),
+                            &feed,
+                            &stopped,
+                        ) {
                             Ok(sent) => info!(
                                 "player {from} finished: {:.2} s sent",
                                 sent as f64 / f64::from(info.sample_rate)
@@ -266,6 +409,8 @@ impl UdpServer {
                                 last_seen: Instant::now(),
                                 report: None,
                                 thread,
+                                loss: 0.0,
+                                loss_hint,
                             },
                         );
                     }
@@ -287,6 +432,20 @@ impl UdpServer {
                             f64::from(r.level_us) / 1e3
                         );
                     }
+                    // The share of frames lost since the last report, smoothed, steers FEC.
+                    let (lost, got) = match p.report {
+                        Some(old) => (
+                            r.lost.saturating_sub(old.lost),
+                            r.received.saturating_sub(old.received),
+                        ),
+                        None => (r.lost, r.received),
+                    };
+                    if lost + got > 0 {
+                        let share = lost as f64 / (lost + got) as f64;
+                        p.loss += LOSS_WEIGHT * (share - p.loss);
+                        let hint = (p.loss * 100.0).ceil().clamp(0.0, 100.0) as u32;
+                        p.loss_hint.store(hint, Ordering::Relaxed);
+                    }
                     p.report = Some(r);
                 }
             }
@@ -306,29 +465,41 @@ impl UdpServer {
                     info!("player {from} said bye");
                 }
             }
-            _ => {}
+            other => {
+                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                debug!("unexpected {} from {from}, ignored", other.name());
+            }
         }
     }
 }
 
 /// Streams the file to one UDP player: `StreamInfo`, the frames, then `End` three times (a lost
 /// `End` is also covered by the player's silence timeout).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the one call site passes what it parsed"
+)]
 fn serve(
     socket: &UdpSocket,
     to: SocketAddr,
     config: &ServerConfig,
     info: StreamInfo,
-    preroll: Duration,
+    plan: &Plan<'_>,
+    proof: Option<[u8; 32]>,
+    hub: Option<&Arc<Hub>>,
+    feed: &PlayerFeed,
     stopped: &dyn Fn() -> bool,
 ) -> Result<u64> {
-    let mut source = WavSource::open(&config.path)?;
+    let mut source = Frames::open(config, info, hub, plan.preroll, plan.resume, feed)?;
+    if let Some(proof) = proof {
+        socket.send_to(&framed(&Message::Auth { proof }), to)?;
+    }
     socket.send_to(&framed(&Message::StreamInfo(info)), to)?;
     let mut frame = Vec::new();
     let position = stream_file(
         &mut source,
         info,
-        preroll,
-        config.looping,
+        plan,
         &mut |bytes| match socket.send_to(bytes, to) {
             // A full socket buffer or an ICMP error: that datagram is lost, as on the network.
             Err(e)

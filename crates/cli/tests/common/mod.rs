@@ -44,10 +44,19 @@ impl Sender {
         reason = "the child moves into Sender, whose Drop kills and waits for it"
     )]
     pub fn start(file: &Path, extra: &[&str]) -> Sender {
+        Self::start_on(file, "127.0.0.1:0", extra)
+    }
+
+    /// Starts `audiowire send FILE --listen LISTEN EXTRA...` (see [`Sender::start`]).
+    #[allow(
+        clippy::zombie_processes,
+        reason = "the child moves into Sender, whose Drop kills and waits for it"
+    )]
+    pub fn start_on(file: &Path, listen: &str, extra: &[&str]) -> Sender {
         let mut child = Command::new(bin())
             .arg("send")
             .arg(file)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

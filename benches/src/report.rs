@@ -1,0 +1,550 @@
+//! Results as JSON and Markdown, and the issue's targets checked against them.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::matrix::{Codec, Mode, Setting, Transport};
+use crate::run::{CellResult, RemoteResult};
+use crate::stats::{Distribution, median};
+
+/// The issue's targets for the end-to-end bench (the JACK lab's are checked by the lab).
+pub mod targets {
+    /// Clean loopback, PCM over UDP, 1 ms frames: added latency p99, ms.
+    pub const LOOPBACK_P99_MS: f64 = 3.0;
+    /// ... with no underrun over this many seconds.
+    pub const LOOPBACK_SECONDS: f64 = 60.0;
+    /// Wi-Fi: latency within this of the network's own p99 delay, ms.
+    pub const WIFI_MARGIN_MS: f64 = 10.0;
+    /// Wi-Fi: no underrun after this many seconds.
+    pub const WIFI_SETTLE_S: f64 = 2.0;
+    /// CPU per side per second of audio, PCM, cores.
+    pub const CPU_PCM: f64 = 0.006;
+    /// CPU per side per second of audio, Opus 10 ms frames, cores.
+    pub const CPU_OPUS: f64 = 0.02;
+}
+
+/// Where and when a run happened.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// Cores online.
+    pub cores: usize,
+    /// `/proc/loadavg` at the start.
+    pub load_start: String,
+    /// `/proc/loadavg` at the end.
+    pub load_end: String,
+    /// `uname -sr`-like kernel line from `/proc/sys/kernel/osrelease`.
+    pub kernel: String,
+    /// Seconds since the Unix epoch at the start.
+    pub started_unix: u64,
+}
+
+impl Machine {
+    /// Reads what it can now (`load_end` is filled by [`Machine::finish`]).
+    pub fn now() -> Self {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into())
+        };
+        Self {
+            cores: std::thread::available_parallelism().map_or(0, usize::from),
+            load_start: read("/proc/loadavg"),
+            load_end: String::new(),
+            kernel: read("/proc/sys/kernel/osrelease"),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+
+    /// Notes the load at the end.
+    pub fn finish(&mut self) {
+        self.load_end = std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` UTC of a Unix time (Howard Hinnant's civil-from-days).
+pub fn utc(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60
+    )
+}
+
+/// Whether a target is met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Met, with the figure.
+    Met,
+    /// Missed, with the figure.
+    Missed,
+    /// The figures pass, but the run was shorter than the target asks.
+    PassedShort,
+    /// Nothing measured it in this run.
+    NotMeasured,
+}
+
+impl Verdict {
+    /// As the tables say it.
+    pub fn text(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::Missed => "**missed**",
+            Verdict::PassedShort => "passed, but shorter than asked",
+            Verdict::NotMeasured => "not measured",
+        }
+    }
+}
+
+/// One target, checked.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// The target, in the issue's words.
+    pub target: String,
+    /// What was measured.
+    pub measured: String,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+/// A whole run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Quick or full (or `remote`).
+    pub mode: String,
+    /// Where it ran.
+    pub machine: Machine,
+    /// Wall-clock seconds the run took.
+    pub wall_s: f64,
+    /// Local cells.
+    pub cells: Vec<CellResult>,
+    /// Remote measurements.
+    pub remote: Vec<RemoteResult>,
+}
+
+fn f(x: Option<f64>, digits: usize) -> String {
+    x.map_or("–".into(), |v| format!("{v:.digits$}"))
+}
+
+fn lat_json(d: Option<Distribution>) -> Value {
+    d.map_or(Value::Null, |d| {
+        json!({"count": d.count, "min": d.min, "p50": d.p50, "p95": d.p95, "p99": d.p99, "max": d.max})
+    })
+}
+
+impl Report {
+    /// The cells that ran to the end.
+    fn ok(&self) -> impl Iterator<Item = &CellResult> {
+        self.cells.iter().filter(|c| c.error.is_none())
+    }
+
+    /// Everything but the traces, as JSON.
+    pub fn to_json(&self) -> Value {
+        let cells: Vec<Value> = self
+            .cells
+            .iter()
+            .map(|r| {
+                json!({
+                    "label": r.cell.label(),
+                    "transport": r.cell.transport.name(),
+                    "codec": r.cell.codec.name(),
+                    "frame_ms": r.cell.frame_ms,
+                    "network": r.cell.network.name(),
+                    "setting": r.cell.setting.name(),
+                    "seconds_asked": r.cell.seconds,
+                    "error": r.error,
+                    "audio_s": r.audio_s,
+                    "latency_ms": lat_json(r.latency),
+                    "underruns": r.underruns,
+                    "underruns_after_2s": r.underruns_after_2s,
+                    "received": r.received,
+                    "lost": r.lost,
+                    "late": r.late,
+                    "concealed": r.concealed,
+                    "target_end_ms": r.target_end_ms,
+                    "cpu_per_audio_s": {"sender": r.cpu_sender, "player": r.cpu_player},
+                    "network_p99_ms": r.network_p99_ms,
+                    "network_lost": r.network_lost,
+                })
+            })
+            .collect();
+        let remote: Vec<Value> = self
+            .remote
+            .iter()
+            .map(|r| {
+                json!({
+                    "transport": r.transport.name(),
+                    "error": r.error,
+                    "latency_ms": lat_json(r.latency),
+                    "cpu_per_audio_s": {"player": r.cpu_player},
+                    "summary": r.summary,
+                })
+            })
+            .collect();
+        let checks: Vec<Value> = self
+            .checks()
+            .iter()
+            .map(|c| json!({"target": c.target, "measured": c.measured, "verdict": format!("{:?}", c.verdict)}))
+            .collect();
+        json!({
+            "mode": self.mode,
+            "started": utc(self.machine.started_unix),
+            "machine": {
+                "cores": self.machine.cores,
+                "kernel": self.machine.kernel,
+                "loadavg_start": self.machine.load_start,
+                "loadavg_end": self.machine.load_end,
+            },
+            "wall_s": self.wall_s,
+            "relay_seed": crate::run::SEED,
+            "clip": format!("{} Hz, {} ch, s16, 440 Hz tone", crate::run::CLIP_RATE, crate::run::CLIP_CHANNELS),
+            "cells": cells,
+            "remote": remote,
+            "targets": checks,
+        })
+    }
+
+    /// The results table, one row per cell.
+    pub fn table(&self) -> String {
+        let mut s = String::from(
+            "| transport | codec | frame | network | player | audio | p50 ms | p95 ms | p99 ms | max ms | underruns (after 2 s) | lost / concealed | CPU send | CPU play |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for r in &self.cells {
+            let c = &r.cell;
+            let l = r.latency;
+            if let Some(e) = &r.error {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} ms | {} | {} | failed: {} |||||||||",
+                    c.transport.name(),
+                    c.codec.name(),
+                    c.frame_ms,
+                    c.network.name(),
+                    c.setting.name(),
+                    e.replace('|', "/")
+                );
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} ms | {} | {} | {:.1} s | {} | {} | {} | {} | {} ({}) | {} / {} | {} | {} |",
+                c.transport.name(),
+                c.codec.name(),
+                c.frame_ms,
+                c.network.name(),
+                c.setting.name(),
+                r.audio_s,
+                f(l.map(|d| d.p50), 1),
+                f(l.map(|d| d.p95), 1),
+                f(l.map(|d| d.p99), 1),
+                f(l.map(|d| d.max), 1),
+                r.underruns,
+                r.underruns_after_2s,
+                r.lost,
+                r.concealed,
+                f(r.cpu_sender, 4),
+                f(r.cpu_player, 4),
+            );
+        }
+        for r in &self.remote {
+            let l = r.latency;
+            let _ = writeln!(
+                s,
+                "| {} | remote | | your network | default | {} | {} | {} | {} | {} | {} | {} | – | {} |",
+                r.transport.name(),
+                r.summary
+                    .as_ref()
+                    .and_then(|v| v.get("seconds"))
+                    .and_then(Value::as_f64)
+                    .map_or("–".into(), |v| format!("{v:.1} s")),
+                f(l.map(|d| d.p50), 1),
+                f(l.map(|d| d.p95), 1),
+                f(l.map(|d| d.p99), 1),
+                f(l.map(|d| d.max), 1),
+                r.summary
+                    .as_ref()
+                    .and_then(|v| v.get("underruns"))
+                    .map_or("–".into(), Value::to_string),
+                r.error.clone().unwrap_or_default(),
+                f(r.cpu_player, 4),
+            );
+        }
+        s
+    }
+
+    /// The issue's end-to-end targets, checked against this run.
+    pub fn checks(&self) -> Vec<Check> {
+        let mut out = Vec::new();
+        // Clean loopback, UDP, 1 ms frames, lowest setting.
+        let loopback = self.ok().find(|r| {
+            r.cell.transport == Transport::Udp
+                && r.cell.frame_ms == 1.0
+                && r.cell.network == audiowire_netsim::Profile::Clean
+        });
+        out.push(match loopback {
+            None => Check {
+                target: "clean loopback, PCM/UDP, 1 ms frames: added latency p99 ≤ 3 ms, no underrun over 60 s".into(),
+                measured: "–".into(),
+                verdict: Verdict::NotMeasured,
+            },
+            Some(r) => {
+                let p99 = r.latency.map(|d| d.p99);
+                let pass = p99.is_some_and(|p| p <= targets::LOOPBACK_P99_MS) && r.underruns == 0;
+                Check {
+                    target: "clean loopback, PCM/UDP, 1 ms frames: added latency p99 ≤ 3 ms, no underrun over 60 s".into(),
+                    measured: format!(
+                        "p99 {} ms (p50 {} ms), {} underruns over {:.0} s ({})",
+                        f(p99, 1),
+                        f(r.latency.map(|d| d.p50), 1),
+                        r.underruns,
+                        r.audio_s,
+                        r.cell.setting.name()
+                    ),
+                    verdict: match (pass, r.audio_s >= targets::LOOPBACK_SECONDS - 0.5) {
+                        (false, _) => Verdict::Missed,
+                        (true, true) => Verdict::Met,
+                        (true, false) => Verdict::PassedShort,
+                    },
+                }
+            }
+        });
+        // Wi-Fi at default settings.
+        let wifi: Vec<&CellResult> = self
+            .ok()
+            .filter(|r| {
+                r.cell.network == audiowire_netsim::Profile::Wifi
+                    && r.cell.setting == Setting::Default
+            })
+            .collect();
+        let target = "Wi-Fi (5 ± 10 ms, 1 % loss): no underrun after 2 s; median latency within 10 ms of the network's p99 delay (14.8 ms)".to_string();
+        if wifi.is_empty() {
+            out.push(Check {
+                target,
+                measured: "–".into(),
+                verdict: Verdict::NotMeasured,
+            });
+        } else {
+            let mut measured = Vec::new();
+            let mut pass = true;
+            for r in &wifi {
+                let p50 = r.latency.map(|d| d.p50);
+                let over = p50.map(|p| p - r.network_p99_ms);
+                pass &=
+                    r.underruns_after_2s == 0 && over.is_some_and(|o| o <= targets::WIFI_MARGIN_MS);
+                measured.push(format!(
+                    "{} {} {} ms: p50 {} ms ({} ms over), {} underruns after 2 s",
+                    r.cell.transport.name(),
+                    r.cell.codec.name(),
+                    r.cell.frame_ms,
+                    f(p50, 1),
+                    f(over, 1),
+                    r.underruns_after_2s
+                ));
+            }
+            out.push(Check {
+                target,
+                measured: measured.join("; "),
+                verdict: if pass { Verdict::Met } else { Verdict::Missed },
+            });
+        }
+        out.push(self.cpu_check(
+            "CPU per side per second of audio, PCM ≤ 0.006 cores",
+            targets::CPU_PCM,
+            |r| r.cell.codec == Codec::Pcm,
+        ));
+        out.push(self.cpu_check(
+            "CPU per side per second of audio, Opus 10 ms ≤ 0.02 cores",
+            targets::CPU_OPUS,
+            |r| r.cell.codec == Codec::Opus && r.cell.frame_ms == 10.0,
+        ));
+        out
+    }
+
+    /// Every cell `which` picks must cost at most `limit` cores per side.
+    fn cpu_check(&self, target: &str, limit: f64, which: impl Fn(&CellResult) -> bool) -> Check {
+        let cells: Vec<&CellResult> = self.ok().filter(|r| which(r)).collect();
+        let senders: Vec<f64> = cells.iter().filter_map(|r| r.cpu_sender).collect();
+        let players: Vec<f64> = cells.iter().filter_map(|r| r.cpu_player).collect();
+        let max = |v: &[f64]| v.iter().copied().reduce(f64::max);
+        let (ms, mp) = (max(&senders), max(&players));
+        let (Some(ms), Some(mp)) = (ms, mp) else {
+            return Check {
+                target: target.into(),
+                measured: "no such cell in this run".into(),
+                verdict: Verdict::NotMeasured,
+            };
+        };
+        Check {
+            target: target.into(),
+            measured: format!(
+                "sender median {} max {ms:.4}; player median {} max {mp:.4} (cores, over {} cells)",
+                f(median(&senders), 4),
+                f(median(&players), 4),
+                cells.len()
+            ),
+            verdict: if ms <= limit && mp <= limit {
+                Verdict::Met
+            } else {
+                Verdict::Missed
+            },
+        }
+    }
+
+    /// The Markdown report: conditions, table, targets, plots.
+    pub fn markdown(&self, plots: &[(String, String)]) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            s,
+            "`audiowire bench` ({}), {}: {} cores, Linux {}, load average {} at the start and {} at the end; {:.0} s in all. Relays seeded with {}; clip {} Hz {} ch s16; the player records to a WAV file (no device), so latency runs from the sender's schedule to the instant the first sample leaves the player's output ring.\n",
+            self.mode,
+            utc(m.started_unix),
+            m.cores,
+            m.kernel,
+            m.load_start,
+            m.load_end,
+            self.wall_s,
+            crate::run::SEED,
+            crate::run::CLIP_RATE,
+            crate::run::CLIP_CHANNELS,
+        );
+        s.push_str(&self.table());
+        s.push_str("\n| target | measured | verdict |\n|---|---|---|\n");
+        for c in self.checks() {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} |",
+                c.target,
+                c.measured,
+                c.verdict.text()
+            );
+        }
+        if !plots.is_empty() {
+            s.push('\n');
+            for (title, file) in plots {
+                let _ = writeln!(s, "![{title}]({file})");
+            }
+        }
+        s
+    }
+
+    /// The mode as a [`Mode`], if it is one.
+    pub fn bench_mode(&self) -> Option<Mode> {
+        match self.mode.as_str() {
+            "quick" => Some(Mode::Quick),
+            "full" => Some(Mode::Full),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+    use crate::matrix::Cell;
+    use audiowire_netsim::Profile;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400 + 3600 + 120), "2000-02-29 01:02 UTC");
+        assert_eq!(utc(1_796_083_200), "2026-12-01 00:00 UTC");
+    }
+
+    fn result(
+        transport: Transport,
+        frame_ms: f64,
+        network: Profile,
+        p50: f64,
+        p99: f64,
+        under2: u64,
+    ) -> CellResult {
+        CellResult {
+            cell: Cell {
+                transport,
+                codec: Codec::Pcm,
+                frame_ms,
+                network,
+                setting: if frame_ms == 1.0 {
+                    Setting::Pinned(1.0)
+                } else {
+                    Setting::Default
+                },
+                seconds: 10.0,
+            },
+            error: None,
+            audio_s: 10.0,
+            latency: Some(Distribution {
+                count: 1000,
+                min: 1.0,
+                p50,
+                p95: p99,
+                p99,
+                max: p99 + 1.0,
+            }),
+            underruns: under2,
+            underruns_after_2s: under2,
+            received: 1000,
+            lost: 0,
+            late: 0,
+            concealed: 0,
+            target_end_ms: Some(20.0),
+            cpu_sender: Some(0.004),
+            cpu_player: Some(0.01),
+            network_p99_ms: crate::stats::network_delay_quantile_ms(&network.config(), 0.99),
+            network_lost: 0,
+            trace: vec![(0.0, p50)],
+        }
+    }
+
+    #[test]
+    fn targets_are_judged_on_the_figures() {
+        let report = Report {
+            mode: "quick".into(),
+            machine: Machine::now(),
+            wall_s: 1.0,
+            cells: vec![
+                result(Transport::Udp, 1.0, Profile::Clean, 2.0, 2.9, 0),
+                result(Transport::Udp, 10.0, Profile::Wifi, 24.0, 30.0, 0),
+                result(Transport::Tcp, 10.0, Profile::Wifi, 25.0, 30.0, 1),
+            ],
+            remote: Vec::new(),
+        };
+        let checks = report.checks();
+        // Passes, but 10 s is not the 60 s asked.
+        assert_eq!(checks[0].verdict, Verdict::PassedShort);
+        // TCP had an underrun after 2 s and is 10.2 ms over.
+        assert_eq!(checks[1].verdict, Verdict::Missed, "{}", checks[1].measured);
+        assert!(
+            checks[1]
+                .measured
+                .contains("udp pcm 10 ms: p50 24.0 ms (9.2 ms over)")
+        );
+        // The players' 0.01 is over 0.006.
+        assert_eq!(checks[2].verdict, Verdict::Missed);
+        assert_eq!(checks[3].verdict, Verdict::NotMeasured);
+        let md = report.markdown(&[("t".into(), "t.svg".into())]);
+        assert!(md.contains("| udp | pcm | 10 ms | wifi | default | 10.0 s | 24.0 | 30.0 | 30.0 | 31.0 | 0 (0) | 0 / 0 | 0.0040 | 0.0100 |"), "{md}");
+        assert!(md.contains("![t](t.svg)"));
+        let j = report.to_json();
+        assert_eq!(j["cells"][1]["latency_ms"]["p50"], 24.0);
+        assert_eq!(j["targets"][2]["verdict"], "Missed");
+    }
+}
