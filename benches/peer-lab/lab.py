@@ -78,6 +78,15 @@ def descendants(pid):
     return out
 
 
+def loadavg():
+    """The 1-minute load average: how busy the machine was (others' work makes xruns)."""
+    try:
+        with open('/proc/loadavg') as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError):
+        return None
+
+
 def connected(client, port):
     """Names of the ports connected to `port`."""
     return [p.name for p in client.get_all_connections(port)]
@@ -234,12 +243,12 @@ def measure(a):
             raise RuntimeError('the JACK server stopped running the lab client')
         alive = {f'{r}{i}': p.poll() is None for i, (r, p, _) in enumerate(procs)}
         wall = t1 - t0
-        res = {'name': a.name, 'cmds': [c for _, _, c in procs],
+        res = {'name': a.name, 'cmds': [c for _, _, c in procs], 'loadavg': loadavg(),
                'cpu_per_s_audio': {r: round((c1[r] - c0[r]) / TICKS / wall, 4) for r in 'SR'},
                'wall_s': round(wall, 2), 'xruns': st['xruns'] - x0, 'alive_at_end': alive,
                'fed': fed, 'speaker': outs[:2]}
     except Exception as e:  # a tool that failed to start is a result too
-        res = {'name': a.name, 'cmds': [c for _, _, c in procs], 'error': str(e)}
+        res = {'name': a.name, 'cmds': [c for _, _, c in procs], 'loadavg': loadavg(), 'error': str(e)}
     finally:
         for _, p, _ in reversed(procs):
             if p.poll() is None:
@@ -264,19 +273,19 @@ def measure(a):
 
 def table(a):
     rows = [json.loads(l) for l in open(a.results) if l.strip()]
-    print('| tool / setting | median ms | p95 ms | min–max ms | clicks | glitches | JACK xruns | CPU send / receive (cores) |')
-    print('|---|---|---|---|---|---|---|---|')
+    print('| tool / setting | median ms | p95 ms | min–max ms | clicks | glitches | JACK xruns | load | CPU send / receive (cores) |')
+    print('|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         if 'error' in r or 'median_ms' not in r:
             print(f"| {r['label']} | — | — | — | {r.get('clicks_found', 0)}/40 | "
-                  f"{r.get('error', 'nothing played')} | {r.get('xruns', '—')} | — |")
+                  f"{r.get('error', 'nothing played')} | {r.get('xruns', '—')} | {r.get('loadavg', '—')} | — |")
             continue
         bad = r.get('bad_blocks', 0)
         miss = len(r.get('missing', []))
         glitch = 'clean' if r.get('clean') else f'{bad} bad 10 ms blocks' + (f', {miss} clicks missing' if miss else '')
         cpu = r['cpu_per_s_audio']
         print(f"| {r['label']} | {r['median_ms']:.1f} | {r['p95_ms']:.1f} | {r['min_ms']:.1f}–{r['max_ms']:.1f} | "
-              f"{r['clicks_found']}/40 | {glitch} | {r['xruns']} | {cpu['S']:.3f} / {cpu['R']:.3f} |")
+              f"{r['clicks_found']}/40 | {glitch} | {r['xruns']} | {r.get('loadavg', '—')} | {cpu['S']:.3f} / {cpu['R']:.3f} |")
 
 
 def main():

@@ -134,6 +134,10 @@ enum Command {
         /// resuming where the stream was.
         #[arg(long)]
         no_reconnect: bool,
+        /// The device period to ask for (its callback size): lower latency when smaller, more
+        /// headroom on a busy machine when larger.
+        #[arg(long, value_parser = parse_duration, default_value = "10ms")]
+        period: Duration,
         /// The sender's pre-shared key (a file holding the secret); or set AUDIOWIRE_KEY.
         #[arg(long, value_name = "FILE", env = "AUDIOWIRE_KEY_FILE")]
         key: Option<PathBuf>,
@@ -368,6 +372,7 @@ fn run(cli: Cli) -> Result<()> {
             latency_log,
             host,
             no_reconnect,
+            period,
             key,
             device,
             out,
@@ -398,6 +403,7 @@ fn run(cli: Cli) -> Result<()> {
                 StatsMode::Off
             };
             config.reconnect = !no_reconnect;
+            config.period = period;
             config.key = load_key(key.as_deref())?;
             config.device_rate = device_rate;
             config.device_channels = device_channels;

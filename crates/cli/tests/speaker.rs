@@ -264,7 +264,9 @@ struct PlayRun {
 fn play(addr: &str, speaker: &Speaker, extra: &[&str]) -> PlayRun {
     let started = Instant::now();
     let mut child = audiowire()
-        .args(["play", addr, "--latency", "100ms"])
+        // 25 ms device periods: this checks the path's correctness, and must not depend on a
+        // 2-core CI machine scheduling the audio thread every 10 ms while other tests run.
+        .args(["play", addr, "--latency", "100ms", "--period", "25ms"])
         .args(extra)
         .envs(speaker.env.iter().map(|(k, v)| (k, v)))
         .env_remove("PULSE_SINK")

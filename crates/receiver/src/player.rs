@@ -111,6 +111,9 @@ pub struct PlayerConfig {
     pub reconnect_for: Duration,
     /// A pre-shared key: prove it to the sender and open its sealed audio.
     pub key: Option<audiowire_protocol::auth::Key>,
+    /// The device period asked of the output (its callback size), 10 ms by default: smaller
+    /// for lower latency, larger for a busy machine.
+    pub period: Duration,
 }
 
 impl PlayerConfig {
@@ -134,6 +137,7 @@ impl PlayerConfig {
             reconnect: true,
             reconnect_for: Duration::from_secs(30),
             key: None,
+            period: Duration::from_millis(10),
         }
     }
 
@@ -291,7 +295,8 @@ impl Pipeline {
             Some(p) => Some(WavRecorder::create(p, &info)?),
             None => None,
         };
-        let period_frames = (info.sample_rate / 100).max(64); // about 10 ms
+        let rate = config.device_rate.unwrap_or(info.sample_rate);
+        let period_frames = ((f64::from(rate) * config.period.as_secs_f64()) as u32).max(32);
         let chosen = match &config.output {
             Output::Device(name) => Some(Chosen::pick(
                 name.as_deref(),
