@@ -185,3 +185,62 @@ fn sigterm_stops_player_and_sender_cleanly() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_live_player_resumes_where_the_stream_stands() {
+    let src = clip("sweep-48k-s16-stereo.wav");
+    let listen = format!("127.0.0.1:{}", free_port(false));
+    let extra = ["--broadcast", "--loop"];
+    let mut sender = Sender::start_on(&src, &listen, &extra);
+    let dir = tmpdir("reconnect-live");
+    let out = dir.join("rec.wav");
+    let mut player = Command::new(bin())
+        .args(["play", &listen, "--latency", "60ms", "--out"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = player.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send((Instant::now(), line));
+        }
+    });
+    wait_until("0.5 s recorded", Duration::from_secs(20), || {
+        std::fs::metadata(&out).is_ok_and(|m| m.len() > 44 + 96_000)
+    });
+    sender.child.kill().unwrap();
+    sender.child.wait().unwrap();
+    drop(sender);
+    // The outage being simulated: 300 ms without a sender.
+    std::thread::sleep(Duration::from_millis(300));
+    let back = Sender::start_on(&src, &listen, &extra);
+    let returned = Instant::now();
+    let resumed = loop {
+        let (at, line) = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the player never said the stream resumed");
+        if line.contains("stream resumed") {
+            break at;
+        }
+    };
+    let took = resumed.saturating_duration_since(returned);
+    assert!(
+        took < Duration::from_secs(1),
+        "resumed {took:?} after the sender's return"
+    );
+    // A second of the resumed live stream, then stop: the recording keeps growing, no error.
+    let size = std::fs::metadata(&out).unwrap().len();
+    wait_until("the live stream to go on", Duration::from_secs(10), || {
+        std::fs::metadata(&out).is_ok_and(|m| m.len() > size + 192_000)
+    });
+    signal(&player, "-INT");
+    let res = wait_output(player, Duration::from_secs(10));
+    let summary = text(&res.stdout);
+    assert!(res.status.success(), "{summary}{}", text(&res.stderr));
+    assert!(summary.starts_with("stopped after"), "{summary}");
+    drop(back);
+}
