@@ -201,13 +201,15 @@ fn udp_relay_loses_exactly_what_the_seeded_model_says() {
         UdpRelay::start("127.0.0.1:0", &echo.addr.to_string(), relay_config.clone()).unwrap();
     let socket = client(relay.local_addr());
     let n = 400;
-    let got = ping(&socket, n, MS, Duration::from_secs(20), |_| {
-        // Done when everything sent has been accounted for in both directions.
+    let got = ping(&socket, n, MS, Duration::from_secs(20), |received| {
+        // Done when everything sent has been accounted for in both directions, and every
+        // datagram the relay delivered has been read (the last may still be in our socket).
         let s = relay.stats();
         s.upstream.submitted == u64::from(n)
             && s.upstream.delivered == s.upstream.passed
             && s.downstream.submitted == s.upstream.passed
             && s.downstream.delivered == s.downstream.passed
+            && received as u64 == s.downstream.delivered
     });
     let stats = relay.stop();
     let (up, down) = (stats.upstream, stats.downstream);
