@@ -410,30 +410,43 @@ impl Report {
     pub fn markdown(&self, plots: &[(String, String)]) -> String {
         let mut s = String::new();
         let m = &self.machine;
-        let _ = writeln!(
-            s,
-            "`audiowire bench` ({}), {}: {} cores, Linux {}, load average {} at the start and {} at the end; {:.0} s in all. Relays seeded with {}; clip {} Hz {} ch s16; the player records to a WAV file (no device), so latency runs from the sender's schedule to the instant the first sample leaves the player's output ring.\n",
-            self.mode,
-            utc(m.started_unix),
-            m.cores,
-            m.kernel,
-            m.load_start,
-            m.load_end,
-            self.wall_s,
-            crate::run::SEED,
-            crate::run::CLIP_RATE,
-            crate::run::CLIP_CHANNELS,
-        );
-        s.push_str(&self.table());
-        s.push_str("\n| target | measured | verdict |\n|---|---|---|\n");
-        for c in self.checks() {
+        if self.cells.is_empty() {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} |",
-                c.target,
-                c.measured,
-                c.verdict.text()
+                "`audiowire bench --remote`, {}: {} cores, load average {} at the start and {} at the end. Latency runs from the remote sender's schedule (its clock corrected by Ping/Pong) to the instant the first sample leaves the local player's output ring (recording to a WAV file, no device); CPU is the local player's.\n",
+                utc(m.started_unix),
+                m.cores,
+                m.load_start,
+                m.load_end,
             );
+        } else {
+            let _ = writeln!(
+                s,
+                "`audiowire bench` ({}), {}: {} cores, Linux {}, load average {} at the start and {} at the end; {:.0} s in all. Relays seeded with {}; clip {} Hz {} ch s16; the player records to a WAV file (no device), so latency runs from the sender's schedule to the instant the first sample leaves the player's output ring.\n",
+                self.mode,
+                utc(m.started_unix),
+                m.cores,
+                m.kernel,
+                m.load_start,
+                m.load_end,
+                self.wall_s,
+                crate::run::SEED,
+                crate::run::CLIP_RATE,
+                crate::run::CLIP_CHANNELS,
+            );
+        }
+        s.push_str(&self.table());
+        if !self.cells.is_empty() {
+            s.push_str("\n| target | measured | verdict |\n|---|---|---|\n");
+            for c in self.checks() {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} |",
+                    c.target,
+                    c.measured,
+                    c.verdict.text()
+                );
+            }
         }
         if !plots.is_empty() {
             s.push('\n');
