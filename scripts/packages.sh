@@ -38,3 +38,8 @@ CODEC_TEST_PACKAGES=(sox libsox-fmt-base lame)
 LAB_PACKAGES=(jackd2 libjack-jackd2-dev python3-jack-client python3-numpy libasound2-plugins
     jacktrip trx gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad)
+
+# What the Bluetooth VM test (scripts/btvm.sh) adds: qemu, Debian's stock kernel (it has the
+# Bluetooth modules CI's own kernel lacks), busybox for the initramfs, bluez's btvirt, btmgmt
+# and hciconfig, and the tools that pack the initramfs. About 100 MB.
+BTVM_PACKAGES=(qemu-system-x86 linux-image-amd64 busybox-static bluez bluez-test-tools cpio kmod)

@@ -19,5 +19,10 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 if [ "${AUDIOWIRE_FUZZ_RUNS:-200000}" != 0 ]; then
     bash scripts/fuzz.sh "${AUDIOWIRE_FUZZ_RUNS:-200000}" 2>&1 | tee -a "$log"
 fi
+# audiowire over the real Linux Bluetooth stack in a qemu VM (scripts/btvm.sh, about 30 s plus
+# its packages), counted with the tests. AUDIOWIRE_BTVM=0 skips it.
+if [ "${AUDIOWIRE_BTVM:-1}" != 0 ]; then
+    bash scripts/btvm.sh 2>&1 | tee -a "$log"
+fi
 # One closing line for the whole run (cargo's last line is a crate's doc-tests, often 0 of 0).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"

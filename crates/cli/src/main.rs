@@ -52,9 +52,10 @@ enum Command {
         /// `--features jack`.
         #[arg(long, requires = "input")]
         host: Option<String>,
-        /// pcm (bit-exact, the default) or opus (48 kHz, a fraction of the bandwidth).
-        #[arg(long, value_enum, default_value = "pcm")]
-        codec: send::CodecArg,
+        /// pcm (bit-exact, the default) or opus (48 kHz, a fraction of the bandwidth; the
+        /// default over rfcomm).
+        #[arg(long, value_enum)]
+        codec: Option<send::CodecArg>,
         /// Opus bitrate, e.g. 64k or 128000 (default: 64k per channel).
         #[arg(long, value_parser = send::parse_bitrate)]
         bitrate: Option<u32>,
@@ -71,9 +72,10 @@ enum Command {
         /// Resample the stream to this rate (PCM; Opus always runs at 48 kHz).
         #[arg(long, value_name = "HZ", value_parser = clap::value_parser!(u32).range(1..=768_000))]
         rate: Option<u32>,
-        /// Address to listen on, HOST:PORT (0.0.0.0:PORT or [::]:PORT for every interface).
-        #[arg(long, default_value = "127.0.0.1:7878")]
-        listen: String,
+        /// Address to listen on, HOST:PORT (0.0.0.0:PORT or [::]:PORT for every interface;
+        /// default 127.0.0.1:7878). RFCOMM: ADAPTER_MAC:CHANNEL, or any:CHANNEL (default any:3).
+        #[arg(long)]
+        listen: Option<String>,
         /// Duration of one frame in milliseconds (default 10; Opus: 2.5, 5, 10, 20 (default), 40
         /// or 60).
         #[arg(long)]
@@ -81,9 +83,10 @@ enum Command {
         /// Start again at the end of the file, forever.
         #[arg(long = "loop")]
         looping: bool,
-        /// tcp (reliable, ordered) or udp (lowest latency; players conceal what is lost).
+        /// tcp (reliable, ordered), udp (lowest latency; players conceal what is lost) or
+        /// rfcomm (Bluetooth, Linux; Opus by default).
         #[arg(long, value_enum, default_value = "tcp")]
-        transport: TransportArg,
+        transport: LinkArg,
         /// UDP: the largest datagram to send, in bytes; frames are cut short enough to fit.
         #[arg(long, default_value_t = 1400, value_parser = clap::value_parser!(u64).range(64..=65_000))]
         max_datagram: u64,
@@ -100,11 +103,11 @@ enum Command {
     },
     /// Connect to a sender and play the stream on a sound device, or record it to a WAV file.
     Play {
-        /// The sender's address, HOST:PORT.
+        /// The sender's address, HOST:PORT (rfcomm: the sender's Bluetooth MAC:CHANNEL).
         addr: String,
-        /// tcp or udp: what the sender serves.
+        /// tcp, udp or rfcomm (Bluetooth): what the sender serves.
         #[arg(long, value_enum, default_value = "tcp")]
-        transport: TransportArg,
+        transport: LinkArg,
         /// Pin the target latency (e.g. 50, 50ms, 0.2s). Without it the target adapts to the
         /// network, starting at 50 ms, within --latency-min and --latency-max.
         #[arg(long, value_parser = parse_duration)]
@@ -183,6 +186,15 @@ enum Command {
 enum TransportArg {
     Tcp,
     Udp,
+}
+
+/// The transports of `send` and `play`, as the command line names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LinkArg {
+    Tcp,
+    Udp,
+    /// Bluetooth RFCOMM (Linux).
+    Rfcomm,
 }
 
 /// The pre-shared key: the contents of `file` (trailing whitespace trimmed), or else the
@@ -303,6 +315,16 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(h) = &host {
                 audiowire_sender::host::select_host(h)?;
             }
+            // Bluetooth's bandwidth is small: Opus unless asked otherwise.
+            let codec = codec.unwrap_or(if transport == LinkArg::Rfcomm {
+                send::CodecArg::Opus
+            } else {
+                send::CodecArg::Pcm
+            });
+            let listen = listen.unwrap_or_else(|| match transport {
+                LinkArg::Rfcomm => format!("any:{}", audiowire_transport::rfcomm::DEFAULT_CHANNEL),
+                LinkArg::Tcp | LinkArg::Udp => "127.0.0.1:7878".into(),
+            });
             let mut config = ServerConfig::new(file.unwrap_or_default());
             config.input = input.map(|name| Some(name).filter(|n| !n.is_empty()));
             config.broadcast = broadcast;
@@ -331,7 +353,7 @@ fn run(cli: Cli) -> Result<()> {
             let live = config.input.is_some() || config.broadcast;
             let log = |info: audiowire_protocol::StreamInfo,
                        kind: &str,
-                       addr: std::net::SocketAddr| {
+                       addr: &dyn std::fmt::Display| {
                 tracing::info!(
                     "serving {}{} Hz, {} ch, {}{} in {:.1} ms frames over {kind} on {addr} (Ctrl-C stops)",
                     if live { "live " } else { "" },
@@ -343,16 +365,22 @@ fn run(cli: Cli) -> Result<()> {
                 );
             };
             match transport {
-                TransportArg::Tcp => {
+                LinkArg::Rfcomm => {
+                    let server = Server::bind_rfcomm(&listen, config)?;
+                    log(server.stream_info(), "rfcomm", &server.local_name());
+                    let _line = send::ProgressLine::start(server.progress(), server.stream_info());
+                    server.run(&shutdown)?;
+                }
+                LinkArg::Tcp => {
                     let server = Server::bind(&listen, config)?;
-                    log(server.stream_info(), "tcp", server.local_addr());
+                    log(server.stream_info(), "tcp", &server.local_addr());
                     warn_open(server.local_addr(), keyed);
                     let _line = send::ProgressLine::start(server.progress(), server.stream_info());
                     server.run(&shutdown)?;
                 }
-                TransportArg::Udp => {
+                LinkArg::Udp => {
                     let server = UdpServer::bind(&listen, config)?;
-                    log(server.stream_info(), "udp", server.local_addr());
+                    log(server.stream_info(), "udp", &server.local_addr());
                     warn_open(server.local_addr(), keyed);
                     let _line = send::ProgressLine::start(server.progress(), server.stream_info());
                     server.run(&shutdown)?;
@@ -382,8 +410,9 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let mut config = PlayerConfig::new(addr);
             config.transport = match transport {
-                TransportArg::Tcp => Transport::Tcp,
-                TransportArg::Udp => Transport::Udp,
+                LinkArg::Tcp => Transport::Tcp,
+                LinkArg::Udp => Transport::Udp,
+                LinkArg::Rfcomm => Transport::Rfcomm,
             };
             if let Some(l) = latency {
                 config.latency = l;

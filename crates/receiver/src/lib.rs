@@ -28,5 +28,5 @@ pub mod udp;
 pub mod wav;
 
 pub use error::{Error, Result};
-pub use link::Transport;
+pub use link::{Connector, Transport};
 pub use player::{Output, PlayerConfig, StatsMode, Summary, play};

@@ -1,11 +1,14 @@
-//! The player's connection to a sender, over TCP or UDP: the I/O edge around the sans-IO
-//! [`Session`] (TCP) and [`UdpClient`] (UDP). Both yield the same [`Event`]s.
+//! The player's connection to a sender, over TCP, Bluetooth RFCOMM or UDP: the I/O edge around
+//! the sans-IO [`Session`] (TCP and RFCOMM: one byte stream, the same framed messages) and
+//! [`UdpClient`] (UDP). All yield the same [`Event`]s.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use audiowire_protocol::{DEFAULT_MAX_FRAME_LEN, Report};
+use audiowire_transport::{Conn, rfcomm};
 
 use crate::error::{Error, Result};
 use crate::session::{Event, Greeting, Session, SessionError};
@@ -19,15 +22,29 @@ pub enum Transport {
     Tcp,
     /// UDP datagrams, one frame each: lossy, unordered, low latency.
     Udp,
+    /// Bluetooth RFCOMM (Linux): a byte stream like TCP, to `MAC:CHANNEL`; small bandwidth,
+    /// links that drop.
+    Rfcomm,
+}
+
+/// Opens a byte stream to the sender some other way than an address (the tests run the stream
+/// code over a socketpair this way). Called again for every reconnection.
+#[derive(Clone)]
+pub struct Connector(pub Arc<dyn Fn() -> std::io::Result<Box<dyn Conn>> + Send + Sync>);
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connector")
+    }
 }
 
 /// A connection to a sender.
 #[derive(Debug)]
 pub enum Link {
-    /// A TCP stream and its protocol session.
+    /// A byte stream (TCP, RFCOMM) and its protocol session.
     Tcp {
-        /// The socket.
-        stream: TcpStream,
+        /// The connection.
+        stream: Box<dyn Conn>,
         /// Protocol state.
         session: Session,
         /// Read buffer.
@@ -62,6 +79,21 @@ fn resolve(addr: &str) -> Result<Vec<SocketAddr>> {
 }
 
 impl Link {
+    /// Sends the greeting on a connected byte stream and starts its session.
+    pub fn over(mut stream: Box<dyn Conn>, greeting: &Greeting) -> std::io::Result<Self> {
+        stream.write_all(&Session::hello(greeting))?;
+        let session = match greeting.resume {
+            Some((seq, pos)) => Session::resuming(DEFAULT_MAX_FRAME_LEN, seq, pos),
+            None => Session::new(DEFAULT_MAX_FRAME_LEN),
+        }
+        .with_greeting(greeting.clone());
+        Ok(Link::Tcp {
+            stream,
+            session,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
     /// Connects to `addr` and sends the greeting. For UDP this only opens the socket; the
     /// handshake runs in [`Link::poll`].
     pub fn open(
@@ -70,32 +102,37 @@ impl Link {
         timeout: Duration,
         greeting: &Greeting,
     ) -> Result<Self> {
-        let addrs = resolve(addr)?;
         let fail = |reason: String| Error::Connect {
             addr: addr.to_string(),
             reason,
         };
+        if transport == Transport::Rfcomm {
+            let peer = rfcomm::Addr::parse_peer(addr).map_err(|e| fail(e.to_string()))?;
+            let conn = rfcomm::connect(peer, timeout).map_err(|e| fail(e.to_string()))?;
+            // A link refused just after it was set up fails the greeting's write.
+            return Link::over(Box::new(conn), greeting).map_err(|e| {
+                fail(match e.kind() {
+                    ErrorKind::ConnectionRefused | ErrorKind::NotConnected => {
+                        audiowire_transport::Error::Refused {
+                            addr: peer.mac_string(),
+                            channel: peer.channel,
+                        }
+                        .to_string()
+                    }
+                    _ => e.to_string(),
+                })
+            });
+        }
+        let addrs = resolve(addr)?;
         match transport {
             Transport::Tcp => {
                 let mut last = fail("no address worked".into());
                 for a in addrs {
                     match TcpStream::connect_timeout(&a, timeout) {
-                        Ok(mut stream) => {
+                        Ok(stream) => {
                             let io = |e: std::io::Error| fail(e.to_string());
                             stream.set_nodelay(true).map_err(io)?;
-                            stream.write_all(&Session::hello(greeting)).map_err(io)?;
-                            let session = match greeting.resume {
-                                Some((seq, pos)) => {
-                                    Session::resuming(DEFAULT_MAX_FRAME_LEN, seq, pos)
-                                }
-                                None => Session::new(DEFAULT_MAX_FRAME_LEN),
-                            }
-                            .with_greeting(greeting.clone());
-                            return Ok(Link::Tcp {
-                                stream,
-                                session,
-                                buf: vec![0; 64 * 1024],
-                            });
+                            return Link::over(Box::new(stream), greeting).map_err(io);
                         }
                         Err(e) => {
                             last = fail(match e.kind() {
@@ -113,6 +150,7 @@ impl Link {
                 }
                 Err(last)
             }
+            Transport::Rfcomm => Err(fail("not a byte stream".into())),
             Transport::Udp => {
                 let a = addrs[0];
                 let local: SocketAddr = if a.is_ipv6() {

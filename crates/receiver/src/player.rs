@@ -26,7 +26,7 @@ use crate::convert::Converter;
 use crate::device::{Chosen, DeviceOutput};
 use crate::error::{Error, Result};
 use crate::jitter::{Popped, TargetPolicy};
-use crate::link::{Link, Transport};
+use crate::link::{Connector, Link, Transport};
 use crate::playback::{NullClock, Shared};
 use crate::playout::{Playout, PlayoutStats};
 use crate::session::{Event, Greeting};
@@ -79,10 +79,12 @@ pub enum StatsMode {
 /// How to play.
 #[derive(Debug, Clone)]
 pub struct PlayerConfig {
-    /// `HOST:PORT` of the sender.
+    /// `HOST:PORT` of the sender (RFCOMM: `MAC:CHANNEL`).
     pub addr: String,
-    /// TCP or UDP.
+    /// TCP, UDP or RFCOMM.
     pub transport: Transport,
+    /// Reach the sender through this instead of `addr` (a byte stream, as on TCP).
+    pub connector: Option<Connector>,
     /// Starting target latency (and the pre-roll asked of the sender).
     pub latency: Duration,
     /// True: the target stays at `latency`. False: it adapts within the bounds below.
@@ -123,6 +125,7 @@ impl PlayerConfig {
         Self {
             addr: addr.into(),
             transport: Transport::Tcp,
+            connector: None,
             latency: DEFAULT_LATENCY,
             pinned: false,
             latency_min: DEFAULT_LATENCY_MIN,
@@ -574,6 +577,19 @@ impl Pipeline {
     }
 }
 
+/// Opens the link to the sender: through the configured connector, or to `config.addr`.
+fn open_link(config: &PlayerConfig, timeout: Duration, greeting: &Greeting) -> Result<Link> {
+    match &config.connector {
+        Some(c) => (c.0)()
+            .and_then(|conn| Link::over(conn, greeting))
+            .map_err(|e| Error::Connect {
+                addr: config.addr.clone(),
+                reason: e.to_string(),
+            }),
+        None => Link::open(&config.addr, config.transport, timeout, greeting),
+    }
+}
+
 /// Plays one stream from `config.addr` to the end (or until `shutdown` is set).
 pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
     let addr = config.addr.as_str();
@@ -592,12 +608,12 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
             (k, nonce)
         }),
     };
-    let mut link = Some(Link::open(
-        addr,
-        config.transport,
-        config.connect_timeout,
-        &greeting(None),
-    )?);
+    let mut link = Some(open_link(config, config.connect_timeout, &greeting(None))?);
+    // A reconnection attempt is short on IP; a Bluetooth page takes longer.
+    let retry_timeout = match config.transport {
+        Transport::Rfcomm => Duration::from_secs(5),
+        Transport::Tcp | Transport::Udp => Duration::from_millis(500),
+    };
     let clock = Instant::now();
     let mut pipeline: Option<Pipeline> = None;
     let mut events = Vec::new();
@@ -629,12 +645,7 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
             && Instant::now() >= r.next_try
         {
             let resume = pipeline.as_ref().map(|p| p.playout.resume_point());
-            match Link::open(
-                addr,
-                config.transport,
-                Duration::from_millis(500),
-                &greeting(resume),
-            ) {
+            match open_link(config, retry_timeout, &greeting(resume)) {
                 Ok(l) => {
                     info!("reconnected to {addr}; resuming");
                     link = Some(l);

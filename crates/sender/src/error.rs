@@ -78,6 +78,10 @@ pub enum Error {
         /// Why (kept out of the source chain so it is printed once).
         error: std::io::Error,
     },
+    /// Bluetooth RFCOMM could not listen (no Bluetooth, no adapter, channel in use): the text
+    /// says what to check; fix the machine or the address and start again.
+    #[error("{0}")]
+    Bluetooth(#[from] audiowire_transport::Error),
     /// A player was refused (no key, or the wrong one); the text says why.
     #[error("refused: {0}")]
     Refused(String),

@@ -1,11 +1,12 @@
-//! The TCP server: one listening socket, one thread per player.
+//! The stream server, over TCP or Bluetooth RFCOMM: one listening socket, one thread per player.
+//! Both carry the same framed messages through a blocking [`Conn`], so one code path serves both.
 //!
 //! Each player gets its own reader of the file, from the start, and its own pacer, so a slow or
 //! dead player never stalls the others: its writes time out and it alone is dropped. A shutdown
 //! flag (set by Ctrl-C in the binary) ends every stream with an `End` message.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -18,6 +19,7 @@ use audiowire_protocol::message::{ErrorCode, option};
 use audiowire_protocol::{
     Audio, DEFAULT_MAX_FRAME_LEN, FrameDecoder, Message, PROTOCOL_VERSION, StreamInfo,
 };
+use audiowire_transport::{Conn, rfcomm};
 use socket2::{Domain, Socket, Type};
 use tracing::{info, warn};
 
@@ -94,12 +96,53 @@ impl ServerConfig {
 /// A bound sender, ready to [`Server::run`].
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    listener: Listening,
+    /// The largest `Audio` payload (RFCOMM: one message per RFCOMM frame); `None`: no limit.
+    max_payload: Option<usize>,
     config: Arc<ServerConfig>,
     info: StreamInfo,
     /// The live stream, for `--input` and `--broadcast`.
     hub: Option<Arc<Hub>>,
     progress: Arc<Progress>,
+}
+
+/// What the server listens on.
+#[derive(Debug)]
+enum Listening {
+    Tcp(TcpListener),
+    Rfcomm(rfcomm::Listener),
+    /// Nothing: players come through [`Server::serve`] only.
+    Nothing,
+}
+
+impl Listening {
+    /// A new player and its name, or `None` when none came (after a short wait).
+    /// `send_buffer`: TCP's kernel send buffer, which bounds what a player that stops reading
+    /// can cost (writes then block, time out, and that player alone is dropped).
+    fn accept(&self, send_buffer: usize) -> std::io::Result<Option<(Box<dyn Conn>, String)>> {
+        match self {
+            Listening::Tcp(l) => match l.accept() {
+                Ok((stream, peer)) => {
+                    stream.set_nonblocking(false)?;
+                    stream.set_nodelay(true)?;
+                    socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer)?;
+                    Ok(Some((Box::new(stream), peer.to_string())))
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(10));
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            },
+            Listening::Rfcomm(l) => Ok(l
+                .accept(Duration::from_millis(50))?
+                .map(|(c, peer)| (Box::new(c) as Box<dyn Conn>, peer))),
+            Listening::Nothing => {
+                thread::sleep(Duration::from_millis(50));
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// Sample frames per `Audio` message for `frame_ms` at `rate`, checked against the protocol.
@@ -167,14 +210,70 @@ impl Server {
         } else {
             (describe(&config, None)?, None)
         };
-        let listener = bind(addr)?;
+        let listener = Listening::Tcp(bind(addr)?);
         Ok(Self {
             listener,
+            max_payload: None,
             config: Arc::new(config),
             info,
             hub,
             progress,
         })
+    }
+
+    /// Checks the file and listens on Bluetooth RFCOMM at `addr` (`ADAPTER_MAC:CHANNEL`,
+    /// `any:CHANNEL` or `CHANNEL`). Every `Audio` message fits one RFCOMM frame.
+    pub fn bind_rfcomm(addr: &str, config: ServerConfig) -> Result<Self> {
+        let at = rfcomm::Addr::parse_listen(addr)?;
+        let mut server = Self::rfcomm_sized(config)?;
+        server.listener = Listening::Rfcomm(rfcomm::Listener::bind(at)?);
+        Ok(server)
+    }
+
+    /// A server that listens nowhere and makes its frames as on RFCOMM: players come through
+    /// [`Server::serve`] (the tests run the RFCOMM stream code over a throttled socketpair).
+    pub fn rfcomm_sized(config: ServerConfig) -> Result<Self> {
+        let payload = rfcomm::MAX_MESSAGE.saturating_sub(
+            audiowire_protocol::frame::HEADER_LEN + audiowire_protocol::message::AUDIO_HEADER_LEN,
+        );
+        let progress = Arc::new(Progress::default());
+        let (info, hub) = if config.input.is_some() || config.broadcast {
+            let hub = Hub::prepare(&config, Some(payload), Arc::clone(&progress))?;
+            (hub.stream_info(), Some(hub))
+        } else {
+            (describe(&config, Some(payload))?, None)
+        };
+        Ok(Self {
+            listener: Listening::Nothing,
+            max_payload: Some(payload),
+            config: Arc::new(config),
+            info,
+            hub,
+            progress,
+        })
+    }
+
+    /// Where it listens, as the user would write it (`127.0.0.1:7878`, `any:3`).
+    pub fn local_name(&self) -> String {
+        match &self.listener {
+            Listening::Tcp(_) => self.local_addr().to_string(),
+            Listening::Rfcomm(l) => l.local().to_string(),
+            Listening::Nothing => "nowhere".into(),
+        }
+    }
+
+    /// Serves one player on an already connected stream, as if it had been accepted (tests
+    /// run the stream code over a socketpair this way); returns the sample frames sent.
+    pub fn serve(&self, stream: Box<dyn Conn>, shutdown: &AtomicBool) -> Result<u64> {
+        serve_player(
+            stream,
+            &self.config,
+            self.info,
+            self.hub.as_ref(),
+            &self.progress,
+            shutdown,
+            self.max_payload,
+        )
     }
 
     /// Players being served and the furthest position reached, for a progress line.
@@ -184,9 +283,11 @@ impl Server {
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        let none = SocketAddr::from(([0, 0, 0, 0], 0));
+        match &self.listener {
+            Listening::Tcp(l) => l.local_addr().unwrap_or(none),
+            Listening::Rfcomm(_) | Listening::Nothing => none,
+        }
     }
 
     /// What every player is told in `StreamInfo`.
@@ -204,8 +305,11 @@ impl Server {
             if producer.as_ref().is_some_and(|p| p.is_finished()) {
                 break;
             }
-            match self.listener.accept() {
-                Ok((stream, peer)) => {
+            // About a second of audio queued in the kernel (at least 256 KiB).
+            let bytes_per_sec = self.info.sample_rate as usize * self.info.bytes_per_frame();
+            match self.listener.accept(bytes_per_sec.max(256 * 1024)) {
+                Ok(None) => {}
+                Ok(Some((stream, peer))) => {
                     let config = Arc::clone(&self.config);
                     let info = self.info;
                     let hub = self.hub.clone();
@@ -213,6 +317,8 @@ impl Server {
                     let shutdown = Arc::clone(shutdown);
                     let n = active.fetch_add(1, Ordering::Relaxed) + 1;
                     let player_active = Arc::clone(&active);
+                    let max_payload = self.max_payload;
+                    let name = peer.clone();
                     info!("player {peer} connected ({n} connected)");
                     let spawned =
                         thread::Builder::new()
@@ -225,6 +331,7 @@ impl Server {
                                     hub.as_ref(),
                                     &progress,
                                     &shutdown,
+                                    max_payload,
                                 ) {
                                     Ok(sent) => info!(
                                         "player {peer} finished: {:.2} s sent",
@@ -238,13 +345,10 @@ impl Server {
                         Ok(t) => threads.push(t),
                         Err(e) => {
                             active.fetch_sub(1, Ordering::Relaxed);
-                            warn!("player {peer} refused: cannot start a thread: {e}");
+                            warn!("player {name} refused: cannot start a thread: {e}");
                         }
                     }
                     threads.retain(|t| !t.is_finished());
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -276,7 +380,7 @@ type Probe = std::result::Result<(Message, u64), String>;
 /// passes its probes (`Ping`, `Echo`) on with their arrival time; bytes that are not the protocol
 /// (a bad length, a bad envelope) are passed on as an error, and reading stops. Other valid
 /// messages are ignored. Bounded: wakes every 100 ms.
-fn read_probes(stream: &mut TcpStream, stop: &AtomicBool, probes: &mpsc::Sender<Probe>) {
+fn read_probes(stream: &mut dyn Conn, stop: &AtomicBool, probes: &mpsc::Sender<Probe>) {
     if stream
         .set_read_timeout(Some(Duration::from_millis(100)))
         .is_err()
@@ -402,7 +506,7 @@ pub(crate) fn preroll_of(hello: &audiowire_protocol::Hello, config: &ServerConfi
 /// Reads the player's `Hello`, bounded by the handshake timeout. Bytes that are not the protocol,
 /// or another message than `Hello` (or a probe), are refused: the player is told why in an `Error`
 /// (code 2, best effort) and the error is returned, for the log.
-fn read_hello(stream: &mut TcpStream, timeout: Duration) -> Result<audiowire_protocol::Hello> {
+fn read_hello(stream: &mut dyn Conn, timeout: Duration) -> Result<audiowire_protocol::Hello> {
     let result = receive_hello(stream, timeout);
     if let Err(e) = &result {
         let bad = match e {
@@ -419,7 +523,7 @@ fn read_hello(stream: &mut TcpStream, timeout: Duration) -> Result<audiowire_pro
     result
 }
 
-fn receive_hello(stream: &mut TcpStream, timeout: Duration) -> Result<audiowire_protocol::Hello> {
+fn receive_hello(stream: &mut dyn Conn, timeout: Duration) -> Result<audiowire_protocol::Hello> {
     let deadline = Instant::now() + timeout;
     let mut decoder = FrameDecoder::new(MAX_CONTROL_FRAME);
     let mut buf = [0u8; 4096];
@@ -473,7 +577,7 @@ fn receive_hello(stream: &mut TcpStream, timeout: Duration) -> Result<audiowire_
     }
 }
 
-fn send(stream: &mut TcpStream, msg: &Message, out: &mut Vec<u8>) -> Result<()> {
+fn send(stream: &mut dyn Conn, msg: &Message, out: &mut Vec<u8>) -> Result<()> {
     out.clear();
     msg.encode_frame(out)?;
     stream.write_all(out)?;
@@ -569,29 +673,25 @@ pub(crate) fn unix_micros() -> u64 {
 
 /// Streams the file to one player; returns the sample frames sent.
 fn serve_player(
-    mut stream: TcpStream,
+    mut conn: Box<dyn Conn>,
     config: &ServerConfig,
     info: StreamInfo,
     hub: Option<&Arc<Hub>>,
     progress: &Arc<Progress>,
     shutdown: &AtomicBool,
+    max_payload: Option<usize>,
 ) -> Result<u64> {
-    stream.set_nonblocking(false)?;
-    stream.set_nodelay(true)?;
+    let stream: &mut dyn Conn = conn.as_mut();
     stream.set_write_timeout(Some(config.write_timeout))?;
-    // Bound what a player that stops reading can cost: about a second of audio queued in the
-    // kernel (at least 256 KiB), then writes block, time out, and that player alone is dropped.
-    let bytes_per_sec = info.sample_rate as usize * info.bytes_per_frame();
-    socket2::SockRef::from(&stream).set_send_buffer_size(bytes_per_sec.max(256 * 1024))?;
     let mut out = Vec::new();
-    let mut hello = read_hello(&mut stream, config.handshake_timeout)?;
+    let mut hello = read_hello(stream, config.handshake_timeout)?;
     if hello.version != PROTOCOL_VERSION {
         let text = format!(
             "protocol version {} is not supported (this sender speaks {PROTOCOL_VERSION})",
             hello.version
         );
         let _ = send(
-            &mut stream,
+            stream,
             &Message::Error {
                 code: ErrorCode::UnsupportedVersion,
                 text: text.clone(),
@@ -608,24 +708,20 @@ fn serve_player(
             let text = "this sender has no key: start it with the same --key as the player, \
                         or play without one"
                 .to_string();
-            let _ = send(&mut stream, &refusal(&text), &mut out);
+            let _ = send(stream, &refusal(&text), &mut out);
             return Err(Error::Refused(
                 "the player uses a key and this sender has none".into(),
             ));
         }
         (Some(_), None) => {
             let text = "this sender requires a key: give the player the same --key".to_string();
-            let _ = send(&mut stream, &refusal(&text), &mut out);
+            let _ = send(stream, &refusal(&text), &mut out);
             return Err(Error::Refused("the player has no key".into()));
         }
         (Some(key), Some(nonce)) => {
             let challenge = random_u64();
-            send(
-                &mut stream,
-                &Message::Cookie { cookie: challenge },
-                &mut out,
-            )?;
-            hello = read_hello(&mut stream, config.handshake_timeout)?;
+            send(stream, &Message::Cookie { cookie: challenge }, &mut out)?;
+            hello = read_hello(stream, config.handshake_timeout)?;
             let proved = hello
                 .option(option::PROOF)
                 .and_then(from_hex::<32>)
@@ -634,11 +730,11 @@ fn serve_player(
                 });
             if !proved {
                 let text = "wrong key: the player's --key differs from this sender's".to_string();
-                let _ = send(&mut stream, &refusal(&text), &mut out);
+                let _ = send(stream, &refusal(&text), &mut out);
                 return Err(Error::Refused("wrong key".into()));
             }
             send(
-                &mut stream,
+                stream,
                 &Message::Auth {
                     proof: key.sender_proof(challenge, &nonce),
                 },
@@ -648,12 +744,13 @@ fn serve_player(
         }
     };
     let preroll = preroll_of(&hello, config);
-    let feed = PlayerFeed::tcp(Arc::clone(progress));
+    let mut feed = PlayerFeed::tcp(Arc::clone(progress));
+    feed.max_payload = max_payload;
     let mut source = match Frames::open(config, info, hub, preroll, Resume::of(&hello), &feed) {
         Ok(s) => s,
         Err(e) => {
             let _ = send(
-                &mut stream,
+                stream,
                 &Message::Error {
                     code: ErrorCode::SourceFailed,
                     text: e.to_string(),
@@ -663,18 +760,18 @@ fn serve_player(
             return Err(e);
         }
     };
-    send(&mut stream, &Message::StreamInfo(info), &mut out)?;
+    send(stream, &Message::StreamInfo(info), &mut out)?;
 
     // The player may probe during the stream (Ping for the clock offset, Echo): a reader thread
     // answers through this thread, between audio frames, so only one thread writes.
     let (probes, answers) = mpsc::channel::<Probe>();
     let reader_stop = Arc::new(AtomicBool::new(false));
     let reader = {
-        let mut rd = stream.try_clone()?;
+        let mut rd = stream.try_clone_conn()?;
         let stop = Arc::clone(&reader_stop);
         thread::Builder::new()
             .name("player probes".into())
-            .spawn(move || read_probes(&mut rd, &stop, &probes))?
+            .spawn(move || read_probes(rd.as_mut(), &stop, &probes))?
     };
     let mut frame = Vec::new();
     let stop = || shutdown.load(Ordering::Relaxed);
@@ -706,7 +803,7 @@ fn serve_player(
     );
     // End goes out at once; then the reader is stopped (it may take its 100 ms timeout).
     if let Ok(position) = result {
-        send(&mut stream, &Message::End { position }, &mut out)?;
+        send(stream, &Message::End { position }, &mut out)?;
     }
     reader_stop.store(true, Ordering::Relaxed);
     let _ = reader.join();
@@ -715,7 +812,7 @@ fn serve_player(
         Err(Error::Io(e)) => return Err(Error::Io(e)),
         Err(e) => {
             let _ = send(
-                &mut stream,
+                stream,
                 &Message::Error {
                     code: ErrorCode::SourceFailed,
                     text: e.to_string(),
@@ -726,7 +823,7 @@ fn serve_player(
         }
     };
     // Half-close and wait for the player to hang up, so the last bytes are not lost to a reset.
-    stream.shutdown(Shutdown::Write)?;
+    stream.shutdown_write()?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut sink = [0u8; 1024];
     for _ in 0..64 {
