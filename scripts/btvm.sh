@@ -6,7 +6,8 @@
 # controllers joined by a virtual air) and `btmgmt` to power them on, and the audiowire binary
 # with its shared libraries. Inside the VM `audiowire send --transport rfcomm` on one
 # controller and `audiowire play --out` on the other stream a test clip; the results are printed
-# on the serial console and checked here. Prints a `test result:` line like cargo's.
+# on the serial console and checked here; then the echo, ping and struct tools over RFCOMM.
+# Prints a `test result:` line like cargo's.
 #
 #   scripts/btvm.sh [path/to/audiowire]     # default: target/debug/audiowire (built if missing)
 #
@@ -43,6 +44,8 @@ cat > "$R/init" <<EOF
 #!/bin/sh
 export PATH=/bin:/sbin HOME=/tmp RUST_LOG=info
 mount -t proc p /proc; mount -t sysfs s /sys; mount -t devtmpfs d /dev
+# Loopback: the tools reach RFCOMM through a relay on 127.0.0.1.
+ip link set lo up
 for m in $M; do modprobe \$m || echo "modprobe \$m FAILED"; done
 btvirt -l2 >/dev/null 2>&1 &
 for i in \$(seq 100); do [ -e /sys/class/bluetooth/hci1 ] && break; sleep 0.1; done
@@ -61,6 +64,21 @@ echo "BTVM-WAV: \$(wc -c < /tmp/out.wav) bytes"
 kill %2 2>/dev/null
 # Errors in one line: a channel nobody listens on.
 audiowire play --transport rfcomm \$A1:9 --out /tmp/none.wav 2>&1 | sed 's/^/BTVM-REFUSED: /'
+# The tools over RFCOMM: an echo server and a struct listener on hci1, and their clients.
+audiowire echo-server --transport rfcomm --listen \$A1:4 2>/tmp/echo.log &
+ES=\$!
+for i in \$(seq 200); do grep -q listening /tmp/echo.log && break; sleep 0.1; done
+echo "BTVM-ECHO: \$(timeout 60 audiowire echo --transport rfcomm --timeout 20 \$A1:4 'hello over rfcomm' 2>&1)"
+echo "BTVM-ECHO-FRAMED: \$(timeout 60 audiowire echo --framed --transport rfcomm --timeout 20 \$A1:4 'framed hello' 2>&1)"
+timeout 60 audiowire ping --framed --transport rfcomm --timeout 20 -c 2 --interval 0.2 \$A1:4 2>&1 | grep -m1 'sent,' | sed 's/^/BTVM-PING: /'
+kill \$ES 2>/dev/null
+audiowire struct listen --transport rfcomm --listen \$A1:5 --count 1 >/tmp/struct.out 2>/tmp/struct.log &
+SL=\$!
+for i in \$(seq 200); do grep -q listening /tmp/struct.log && break; sleep 0.1; done
+timeout 60 audiowire struct send --transport rfcomm --timeout 20 \$A1:5 --format '!I30sd' 3 hello 0.5 2>&1 | sed 's/^/BTVM-STRUCT-SEND: /'
+for i in \$(seq 100); do [ -s /tmp/struct.out ] && break; sleep 0.1; done
+echo "BTVM-STRUCT: \$(cat /tmp/struct.out)"
+kill \$SL 2>/dev/null
 echo "BTVM-DONE at \$(cut -d' ' -f1 /proc/uptime)s"
 poweroff -f
 EOF
@@ -85,5 +103,8 @@ check stream_over_rfcomm "grep -q 'BTVM-PLAY: rc=0 .*played 3\.5' '$c'"
 bytes=$(sed -n 's/^BTVM-WAV: \([0-9]*\) bytes/\1/p' "$c")
 check recording_complete "[ '${bytes:-0}' -gt 660000 ] && [ '${bytes:-0}' -lt 700000 ]"
 check refused_channel_one_line "[ \$(grep -c '^BTVM-REFUSED: ' '$c') = 1 ] && grep -q 'BTVM-REFUSED: .*refused' '$c'"
+check echo_over_rfcomm "grep -qx 'BTVM-ECHO: hello over rfcomm' '$c' && grep -qx 'BTVM-ECHO-FRAMED: framed hello' '$c'"
+check ping_over_rfcomm "grep -q 'BTVM-PING: 2 sent, 2 received' '$c'"
+check struct_over_rfcomm "grep -qx 'BTVM-STRUCT: 3 hello 0.5' '$c'"
 echo "test result: $([ $fail = 0 ] && echo ok || echo FAILED). $pass passed; $fail failed; 0 ignored; 0 measured; 0 filtered out; finished in $(( $(date +%s) - T ))s"
 [ $fail = 0 ]
