@@ -313,7 +313,7 @@ fn run(cli: Cli) -> Result<()> {
             unpaced,
         } => {
             if let Some(h) = &host {
-                audiowire_sender::host::select_host(h)?;
+                audiowire_receiver::device::select_host(h)?;
             }
             // Bluetooth's bandwidth is small: Opus unless asked otherwise.
             let codec = codec.unwrap_or(if transport == LinkArg::Rfcomm {

@@ -62,6 +62,12 @@ fn device_name(d: &Device) -> String {
         .unwrap_or_else(|_| "unnamed device".into())
 }
 
+/// The audio host `--host` chose for the process (one choice, shared with the player's
+/// devices: `audiowire_receiver::device::select_host`), or cpal's default.
+fn host() -> Result<cpal::Host> {
+    audiowire_receiver::device::host().map_err(|e| Error::Input(e.to_string()))
+}
+
 fn device_id(d: &Device) -> String {
     d.id().map(|id| id.to_string()).unwrap_or_default()
 }
@@ -69,7 +75,7 @@ fn device_id(d: &Device) -> String {
 /// Lists the default host's input devices.
 pub fn list_inputs() -> Result<Vec<InputListing>> {
     quiet_alsa("listing input devices", || {
-        let host = crate::host::host()?;
+        let host = host()?;
         let default_id = host.default_input_device().map(|d| device_id(&d));
         let devices = host
             .input_devices()
@@ -93,7 +99,7 @@ pub fn list_inputs() -> Result<Vec<InputListing>> {
 }
 
 fn find_device(name: Option<&str>) -> Result<Device> {
-    let host = crate::host::host()?;
+    let host = host()?;
     let Some(want) = name.filter(|n| !n.is_empty()) else {
         return host.default_input_device().ok_or_else(|| {
             Error::Input(

@@ -12,7 +12,6 @@ pub mod broadcast;
 pub mod capture;
 pub mod error;
 pub mod feed;
-pub mod host;
 pub mod input;
 pub mod pacing;
 pub mod resample;
