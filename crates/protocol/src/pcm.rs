@@ -99,20 +99,24 @@ impl SampleFormat {
         }
     }
 
-    /// Appends float samples (full scale ±1.0). For integer formats they are scaled and clamped.
+    /// Appends float samples (full scale ±1.0). For integer formats they are scaled, rounded
+    /// half away from zero and clamped (NaN is 0); each is written straight into `out`.
     pub fn encode_floats(self, samples: &[f32], out: &mut Vec<u8>) {
-        if self == Self::F32 {
-            out.reserve(samples.len() * 4);
-            for s in samples {
-                out.extend_from_slice(&s.to_le_bytes());
-            }
-        } else {
-            let scale = (1i64 << (self.bits() - 1)) as f32;
-            let ints: Vec<i32> = samples
-                .iter()
-                .map(|&s| (s * scale).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32)
-                .collect();
-            self.encode_ints(&ints, out);
+        match self {
+            Self::F32 => write_each(samples, out, |s| s.to_le_bytes()),
+            Self::U8 => write_each(samples, out, |s| {
+                [(round_scaled(s, 1 << 7).clamp(-128, 127) + 128) as u8]
+            }),
+            Self::S16 => write_each(samples, out, |s| {
+                (round_scaled(s, 1 << 15).clamp(-32768, 32767) as i16).to_le_bytes()
+            }),
+            Self::S24 => write_each(samples, out, |s| {
+                let [a, b, c, _] = round_scaled(s, 1 << 23)
+                    .clamp(-(1 << 23), (1 << 23) - 1)
+                    .to_le_bytes();
+                [a, b, c]
+            }),
+            Self::S32 => write_each(samples, out, |s| round_scaled(s, 1 << 31).to_le_bytes()),
         }
     }
 
@@ -160,6 +164,26 @@ impl SampleFormat {
     }
 }
 
+/// `(s * scale).round()` as an `i32`, saturating (NaN is 0), without a call to `roundf`: the
+/// scaled value plus one half away from zero, truncated. In `f64` that sum is exact for every
+/// `f32` that can round to a nonzero `i32` (and stays below 1 in magnitude for the others), so
+/// the result is the same as `f32::round`'s, ties away from zero included.
+#[inline(always)]
+fn round_scaled(s: f32, scale: i64) -> i32 {
+    let v = f64::from(s * scale as f32);
+    (v + 0.5f64.copysign(v)) as i32
+}
+
+/// Appends `encode(s)` for each sample: the bytes go straight into `out`, sized once.
+#[inline(always)]
+fn write_each<const N: usize>(samples: &[f32], out: &mut Vec<u8>, encode: impl Fn(f32) -> [u8; N]) {
+    let start = out.len();
+    out.resize(start + samples.len() * N, 0);
+    for (dst, &s) in out[start..].chunks_exact_mut(N).zip(samples) {
+        dst.copy_from_slice(&encode(s));
+    }
+}
+
 impl std::fmt::Display for SampleFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -203,6 +227,118 @@ mod tests {
         assert_eq!(f, [-1.0, 0.5]);
     }
 
+    /// The encoder as it was: rounded and clamped to `i32` in `f32`, collected, then clamped
+    /// to the format by `encode_ints`.
+    fn encode_floats_reference(format: SampleFormat, samples: &[f32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        if format == SampleFormat::F32 {
+            for s in samples {
+                out.extend_from_slice(&s.to_le_bytes());
+            }
+            return out;
+        }
+        let scale = (1i64 << (format.bits() - 1)) as f32;
+        let ints: Vec<i32> = samples
+            .iter()
+            .map(|&s| (s * scale).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32)
+            .collect();
+        format.encode_ints(&ints, &mut out);
+        out
+    }
+
+    fn assert_encodes_as_reference(samples: &[f32]) {
+        for format in SampleFormat::ALL {
+            let mut out = vec![0xa5];
+            format.encode_floats(samples, &mut out);
+            assert_eq!(out[0], 0xa5, "{format}: appends");
+            let want = encode_floats_reference(format, samples);
+            for (i, (got, want)) in out[1..]
+                .chunks(format.bytes())
+                .zip(want.chunks(format.bytes()))
+                .enumerate()
+            {
+                assert_eq!(
+                    got,
+                    want,
+                    "{format}: {:e} ({:#x})",
+                    samples[i],
+                    samples[i].to_bits()
+                );
+            }
+            assert_eq!(out.len() - 1, want.len(), "{format}");
+        }
+    }
+
+    #[test]
+    fn float_encoding_matches_the_old_formula_at_the_edges() {
+        // The neighbours away from and towards zero (rust-version 1.85: no `next_up`).
+        let up = |x: f32| f32::from_bits(x.to_bits() + 1);
+        let down = |x: f32| {
+            if x == 0.0 {
+                x
+            } else {
+                f32::from_bits(x.to_bits() - 1)
+            }
+        };
+        let mut edges = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            down(1.0),
+            up(1.0),
+            up(-1.0),
+            down(-1.0),
+            1.5,
+            -1.5,
+            2.0,
+            -2.0,
+            1e30,
+            -1e30,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            f32::from_bits(0x8000_0001),
+            f32::EPSILON,
+            1e-10,
+            -1e-10,
+            0.3,
+            -0.7,
+        ];
+        // Ties and their neighbours, at every format's scale: k + 0.5 steps of the format.
+        for bits in [8, 16, 24, 32] {
+            let scale = (1i64 << (bits - 1)) as f32;
+            for k in [
+                0.0f32,
+                1.0,
+                2.0,
+                3.0,
+                100.0,
+                4095.0,
+                32766.0,
+                8_388_606.0,
+                1e9,
+            ] {
+                for t in [k + 0.5, -(k + 0.5), k, -k] {
+                    let x = t / scale;
+                    edges.extend([x, up(x), down(x)]);
+                }
+            }
+            // Just under half a step: rounds to 0 (a naive `x + 0.5` would give 1).
+            edges.extend([down(0.5) / scale, -down(0.5) / scale]);
+        }
+        assert_encodes_as_reference(&edges);
+        // Every float in a dense sweep across and beyond full scale.
+        let sweep: Vec<f32> = (-300_000..=300_000).map(|i| i as f32 * 7.1e-6).collect();
+        assert_encodes_as_reference(&sweep);
+    }
+
     proptest! {
         #[test]
         fn integer_formats_round_trip_bit_exactly(raw in prop::collection::vec(any::<i32>(), 0..64)) {
@@ -216,6 +352,12 @@ mod tests {
                 f.decode_ints(&bytes, &mut back);
                 prop_assert_eq!(back, samples);
             }
+        }
+
+        #[test]
+        fn float_encoding_matches_the_old_formula_for_any_bits(raw in prop::collection::vec(any::<u32>(), 0..64)) {
+            let samples: Vec<f32> = raw.iter().map(|&b| f32::from_bits(b)).collect();
+            assert_encodes_as_reference(&samples);
         }
 
         #[test]
