@@ -77,7 +77,8 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
         /// Duration of one frame in milliseconds (default 10; Opus: 2.5, 5, 10, 20 (default), 40
-        /// or 60).
+        /// or 60). Live input (--input) defaults to one device period where the host has a fixed
+        /// one (JACK; Opus: the largest of 2.5, 5, 10 and 20 ms within it), else 5 ms (Opus: 10).
         #[arg(long)]
         frame_ms: Option<f64>,
         /// Start again at the end of the file, forever.
@@ -109,11 +110,12 @@ enum Command {
         #[arg(long, value_enum, default_value = "tcp")]
         transport: LinkArg,
         /// Pin the target latency (e.g. 50, 50ms, 0.2s). Without it the target adapts to the
-        /// network, starting at 50 ms, within --latency-min and --latency-max.
+        /// network, starting at 20 ms, within --latency-min and --latency-max.
         #[arg(long, value_parser = parse_duration)]
         latency: Option<Duration>,
-        /// The lowest adaptive target latency.
-        #[arg(long, value_parser = parse_duration, default_value = "20ms")]
+        /// The lowest adaptive target latency (beyond it, the target never goes below the
+        /// output's callback plus 1 ms).
+        #[arg(long, value_parser = parse_duration, default_value = "1ms")]
         latency_min: Duration,
         /// The highest adaptive target latency.
         #[arg(long, value_parser = parse_duration, default_value = "1s")]
@@ -330,10 +332,16 @@ fn run(cli: Cli) -> Result<()> {
             config.broadcast = broadcast;
             config.codec = send::codec_config(codec, bitrate, complexity, dtx, no_fec);
             config.rate = rate;
-            let frame_ms = frame_ms.unwrap_or(match codec {
-                send::CodecArg::Pcm => 10.0,
-                send::CodecArg::Opus => 20.0,
-            });
+            // Live input: frames that suit the device's callbacks, for the lowest latency (the
+            // device is looked up now: players are told the frame size when they connect).
+            let frame_ms = if config.input.is_some() {
+                audiowire_sender::broadcast::input_frame_ms(&config, frame_ms)?
+            } else {
+                frame_ms.unwrap_or(match codec {
+                    send::CodecArg::Pcm => 10.0,
+                    send::CodecArg::Opus => 20.0,
+                })
+            };
             config.silence_timeout = player_timeout;
             config.key = load_key(key.as_deref())?;
             let warn_open = |addr: std::net::SocketAddr, keyed: bool| {

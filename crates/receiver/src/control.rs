@@ -33,12 +33,25 @@ pub struct ControllerConfig {
     /// The largest offset calibration accepts as structural (a frame and a little); a larger
     /// start-up error is corrected like any other.
     pub max_offset: f64,
+    /// Nor more than this fraction of the target: at a low target every millisecond of offset
+    /// is latency worth resampling away.
+    pub max_offset_fraction: f64,
+    /// Error (seconds) beyond which nothing is integrated: a large error is a step (a target
+    /// change, a start-up surplus), which the proportional term corrects, not drift. Without
+    /// this the integrator winds up while a big step drains at the rate limit and then
+    /// overshoots the target as spurious "drift".
+    pub integrate_band: f64,
+    /// Nothing is integrated either while the (filtered) level is on its way to the target:
+    /// moving towards it at more than this fraction of the rate the proportional term alone
+    /// would move it. A step being corrected approaches the target at that rate; drift holds
+    /// the level still at an error, and that is what the integrator is for.
+    pub integrate_slope: f64,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
-            kp: 0.1,
+            kp: 0.3,
             ki: 0.004,
             smoothing: 1.0,
             wake_band: 0.001,
@@ -46,6 +59,9 @@ impl Default for ControllerConfig {
             max_deviation: 0.005,
             calibration: 5.0,
             max_offset: 0.012,
+            max_offset_fraction: 0.25,
+            integrate_band: 0.010,
+            integrate_slope: 0.5,
         }
     }
 }
@@ -61,6 +77,8 @@ pub struct Controller {
     active: bool,
     first: Option<f64>,
     offset: Option<f64>,
+    /// How fast the filtered level moves, seconds per second (smoothed).
+    slope: f64,
 }
 
 impl Controller {
@@ -75,6 +93,7 @@ impl Controller {
             active: false,
             first: None,
             offset: None,
+            slope: 0.0,
         }
     }
 
@@ -109,13 +128,23 @@ impl Controller {
             None => level,
             Some(f) => f + (level - f) * (dt / self.config.smoothing).min(1.0),
         };
+        if let Some(f) = self.filtered
+            && dt > 0.0
+        {
+            let k = (dt / self.config.smoothing).min(1.0);
+            self.slope += ((filtered - f) / dt - self.slope) * k;
+        }
         self.filtered = Some(filtered);
         let first = *self.first.get_or_insert(now);
         let offset = match self.offset {
             Some(o) => o,
-            None if now - first >= self.config.calibration => *self
-                .offset
-                .insert((filtered - target).clamp(-self.config.max_offset, self.config.max_offset)),
+            None if now - first >= self.config.calibration => {
+                let max = self
+                    .config
+                    .max_offset
+                    .min(self.config.max_offset_fraction * target);
+                *self.offset.insert((filtered - target).clamp(-max, max))
+            }
             None => return self.ratio,
         };
         let error = filtered - offset - target;
@@ -131,11 +160,15 @@ impl Controller {
             self.ratio = 1.0;
             return self.ratio;
         }
-        // Too much buffered (error > 0): drain, ratio below 1. Integrate only while the output is
-        // not pinned at a limit (no wind-up).
+        // Too much buffered (error > 0): drain, ratio below 1. Integrate only near the target
+        // and while the output is not pinned at a limit (no wind-up).
         let p = c.kp * error;
         let unclamped = 1.0 - p - c.ki * (self.integral + error * dt);
-        if (unclamped - 1.0).abs() < c.max_deviation {
+        let approaching = -self.slope * error.signum() > c.integrate_slope * c.kp * error.abs();
+        if error.abs() <= c.integrate_band
+            && !approaching
+            && (unclamped - 1.0).abs() < c.max_deviation
+        {
             self.integral += error * dt;
         }
         self.ratio =
@@ -170,5 +203,27 @@ mod tests {
             assert!((0.995..=1.0).contains(&r), "{r}");
         }
         assert_eq!(r, 0.995, "pinned at the limit");
+    }
+
+    /// A large start-up surplus (70 ms over the target, as a player whose device took 70 ms to
+    /// open sees) drains without the integrator learning it as drift: no overshoot below the
+    /// target afterwards, and the learned drift stays near 0.
+    #[test]
+    fn draining_a_surplus_learns_no_drift_and_does_not_overshoot() {
+        let mut c = Controller::new(ControllerConfig::default());
+        for i in 0..600 {
+            c.update(f64::from(i) * 0.01, 0.050, 0.050);
+        }
+        // The level follows the ratio: each 10 ms step, (1 - ratio) * 10 ms drains.
+        let mut level = 0.120;
+        let mut lowest = level;
+        for i in 600..6600 {
+            let r = c.update(f64::from(i) * 0.01, level, 0.050);
+            level -= (1.0 - r) * 0.010;
+            lowest = lowest.min(level);
+        }
+        assert!((level - 0.050).abs() < 0.0005, "settled at {level}");
+        assert!(lowest > 0.050 - 0.002, "overshot to {lowest}");
+        assert!(c.drift_ppm().abs() < 50.0, "learned {} ppm", c.drift_ppm());
     }
 }

@@ -418,6 +418,7 @@ where
     let errors = Arc::clone(&shared);
     // The callback: record the device delay, pop and pad, convert. Nothing else.
     let callback = move |data: &mut [T], info: &OutputCallbackInfo| {
+        shared.begin_callback(data.len());
         let ts = info.timestamp();
         if let Some(d) = ts.playback.checked_duration_since(ts.callback) {
             shared

@@ -62,7 +62,7 @@ impl TargetPolicy {
             initial: initial.clamp(min, max.max(min)),
             quantile: 0.98,
             window: Duration::from_secs(5),
-            fall_rate: 0.002,
+            fall_rate: 0.004,
         }
     }
 }
@@ -87,6 +87,9 @@ pub struct JitterStats {
     pub underruns: u64,
     /// Interarrival jitter as RFC 3550 computes it, in µs.
     pub jitter_us: u64,
+    /// Frames a live stream skipped to catch up when it started with more buffered than its
+    /// target (see [`crate::playout::Playout`]).
+    pub skipped: u64,
 }
 
 /// What [`JitterBuffer::pop`] hands out.
@@ -153,7 +156,16 @@ pub struct JitterBuffer {
     prev_transit: Option<f64>,
     jitter: f64,
     stats: JitterStats,
+    /// The lowest adaptive target the output allows, in seconds (see [`JitterBuffer::set_floor`]).
+    floor: f64,
+    /// The last quantile taken: when, the mean transit then, and the quantile above it.
+    quantile: Option<(Duration, f64, f64)>,
+    /// Scratch space for taking it.
+    scratch: Vec<f64>,
 }
+
+/// How often the target's quantile is taken afresh (unless a frame comes later than it covers).
+const QUANTILE_EVERY: Duration = Duration::from_millis(20);
 
 /// How many recent concealed sequence numbers are remembered.
 const RECENT: usize = 4096;
@@ -189,6 +201,9 @@ impl JitterBuffer {
             prev_transit: None,
             jitter: 0.0,
             stats: JitterStats::default(),
+            floor: 0.0,
+            quantile: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -263,6 +278,12 @@ impl JitterBuffer {
             self.stats.jitter_us = (self.jitter * 1e6) as u64;
         }
         self.prev_transit = Some(transit);
+        // Frames that arrive before playback starts come in a burst (a live sender's history,
+        // a file's pre-roll): their transit says nothing of the network, so the target learns
+        // from the frames that follow.
+        if !self.started {
+            return self.file(seq, audio, arrival);
+        }
         self.transits.push_back((arrival, transit));
         while let Some(&(t, _)) = self.transits.front() {
             if arrival.saturating_sub(t) > self.policy.window {
@@ -271,6 +292,11 @@ impl JitterBuffer {
                 break;
             }
         }
+        self.file(seq, audio, arrival);
+        self.update_target(arrival);
+    }
+
+    fn file(&mut self, seq: u64, audio: Audio, arrival: Duration) {
         self.frames.insert(
             seq,
             Stored {
@@ -280,7 +306,20 @@ impl JitterBuffer {
                 timestamp_us: audio.timestamp_us,
             },
         );
-        self.update_target(arrival);
+    }
+
+    /// Forgets the transits measured so far (after a live stream skipped its start-up surplus,
+    /// whose frames arrived in a burst).
+    pub fn forget_transits(&mut self) {
+        self.transits.clear();
+        self.quantile = None;
+    }
+
+    /// Sets the lowest target the output allows: below about one output callback the device
+    /// would run dry between frames whatever the network does. An adaptive target never goes
+    /// below it (a pinned one is the user's to choose).
+    pub fn set_floor(&mut self, floor: Duration) {
+        self.floor = floor.as_secs_f64();
     }
 
     /// Recomputes the target from the transit window. The target is the mean time a frame waits
@@ -291,12 +330,33 @@ impl JitterBuffer {
         if self.policy.min == self.policy.max || self.transits.len() < 8 {
             return;
         }
-        let mean = self.transits.iter().map(|t| t.1).sum::<f64>() / self.transits.len() as f64;
-        let mut above: Vec<f64> = self.transits.iter().map(|t| t.1 - mean).collect();
-        let k = ((above.len() - 1) as f64 * self.policy.quantile).round() as usize;
-        let (_, q, _) = above.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
+        // The quantile costs a pass over the window (a thousand frames at 5 ms): it is taken
+        // again every 20 ms, or at once when the newest frame is later than it covers.
+        let newest = self.transits.back().map_or(0.0, |t| t.1);
+        let q = match self.quantile {
+            Some((at, mean, q))
+                if now.saturating_sub(at) < QUANTILE_EVERY && newest - mean <= q =>
+            {
+                q
+            }
+            _ => {
+                let mean =
+                    self.transits.iter().map(|t| t.1).sum::<f64>() / self.transits.len() as f64;
+                self.scratch.clear();
+                self.scratch
+                    .extend(self.transits.iter().map(|t| t.1 - mean));
+                let k = ((self.scratch.len() - 1) as f64 * self.policy.quantile).round() as usize;
+                let (_, q, _) = self
+                    .scratch
+                    .select_nth_unstable_by(k, |a, b| a.total_cmp(b));
+                let q = *q;
+                self.quantile = Some((now, mean, q));
+                q
+            }
+        };
         let frame = self.frame_samples() as f64 / f64::from(self.info.sample_rate);
         let wanted = (q.max(0.0) + frame / 2.0 + 0.002)
+            .max(self.floor)
             .clamp(self.policy.min.as_secs_f64(), self.policy.max.as_secs_f64());
         let dt = self
             .last_target_update
@@ -307,6 +367,19 @@ impl JitterBuffer {
         } else {
             self.target = (self.target - self.policy.fall_rate * dt).max(wanted); // down slowly
         }
+    }
+
+    /// Drops the next frame unplayed if it is here (a live stream catching up); true if one was
+    /// dropped.
+    pub fn skip(&mut self) -> bool {
+        let Some(f) = self.frames.remove(&self.next_seq) else {
+            return false;
+        };
+        let frames = self.info.frames_in(&f.payload).unwrap_or(0);
+        self.next_seq += 1;
+        self.next_position = f.position + frames;
+        self.stats.skipped += 1;
+        true
     }
 
     /// Hands out the next frame (see [`Popped`]) if it is here. When it is missing, only an
@@ -601,8 +674,8 @@ mod tests {
         let rough = jb.target();
         assert!(rough >= ms(55), "grew at once to cover 60 ms: {rough:?}");
         // Calm again for 8 s: after 5 s the window has forgotten the late frames, then the
-        // target falls at 2 ms/s at most: under 6 ms in the last 3 s (late frames leave the window
-        // one by one, so it starts falling a little later).
+        // target falls at 4 ms/s at most: under 12 ms in the last 3 s (late frames leave the
+        // window one by one, so it starts falling a little later).
         for _ in 0..800 {
             jb.push(frame(seq), ms(seq * 10 + 5));
             seq += 1;
@@ -610,7 +683,7 @@ mod tests {
         }
         let fell = rough - jb.target();
         assert!(
-            fell >= ms(3) && fell <= ms(6),
+            fell >= ms(6) && fell <= ms(12),
             "fell {fell:?} from {rough:?}"
         );
     }

@@ -193,6 +193,11 @@ impl Link {
                 session,
                 buf,
             } => {
+                // Wait precisely (see `wait_readable`); the read timeout only bounds a read that
+                // finds nothing after all.
+                if !stream.wait_readable(timeout).map_err(lost)? {
+                    return Ok(true);
+                }
                 stream
                     .set_read_timeout(Some(timeout.max(Duration::from_micros(100))))
                     .map_err(lost)?;
@@ -234,6 +239,13 @@ impl Link {
             } => {
                 if let Some(d) = client.poll_transmit(now) {
                     let _ = socket.send(&d);
+                }
+                #[cfg(unix)]
+                {
+                    use std::os::fd::AsFd;
+                    if !audiowire_transport::wait_readable(socket.as_fd(), timeout).map_err(lost)? {
+                        return Ok(true);
+                    }
                 }
                 socket
                     .set_read_timeout(Some(timeout.max(Duration::from_micros(100))))

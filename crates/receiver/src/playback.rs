@@ -40,14 +40,46 @@ pub struct Shared {
     /// The resampling ratio, as `f64` bits, for an output that applies it itself (the null
     /// clock consumes `1 / ratio` as fast).
     pub ratio_bits: AtomicU64,
+    /// When the last callback began, in ns since `epoch` (0: none yet): with the callback's
+    /// size, when the next one is due.
+    pub last_callback_ns: AtomicU64,
+    /// The instant `last_callback_ns` counts from.
+    pub epoch: Option<Instant>,
 }
 
 impl Shared {
     /// A fresh state behind an `Arc`.
     pub fn new() -> Arc<Self> {
-        let s = Self::default();
+        let s = Self {
+            epoch: Some(Instant::now()),
+            ..Self::default()
+        };
         s.ratio_bits.store(1.0f64.to_bits(), Ordering::Relaxed);
         Arc::new(s)
+    }
+
+    /// Notes that a callback for `samples` samples (all channels) begins now. Real-time safe:
+    /// reading the monotonic clock (vDSO) and two atomic stores.
+    pub fn begin_callback(&self, samples: usize) {
+        self.callback_samples
+            .fetch_max(samples as u64, Ordering::Relaxed);
+        if let Some(epoch) = self.epoch {
+            let ns = epoch.elapsed().as_nanos().max(1) as u64;
+            self.last_callback_ns.store(ns, Ordering::Relaxed);
+        }
+    }
+
+    /// Seconds until the next callback is due, given that callbacks come every `period`
+    /// seconds: 0 when none came yet or the next is overdue.
+    pub fn until_next_callback(&self, period: f64) -> f64 {
+        let last = self.last_callback_ns.load(Ordering::Relaxed);
+        match self.epoch {
+            Some(epoch) if last > 0 => {
+                let since = epoch.elapsed().as_nanos() as f64 / 1e9 - last as f64 / 1e9;
+                (period - since).clamp(0.0, period)
+            }
+            _ => 0.0,
+        }
     }
 
     /// The ratio the null clock applies.
@@ -56,11 +88,9 @@ impl Shared {
     }
 }
 
-/// Fills `out` from the ring and pads with silence. Real-time safe.
+/// Fills `out` from the ring and pads with silence. Real-time safe. The caller notes the
+/// callback first ([`Shared::begin_callback`]).
 pub fn render(cons: &mut HeapCons<f32>, out: &mut [f32], shared: &Shared) {
-    shared
-        .callback_samples
-        .fetch_max(out.len() as u64, Ordering::Relaxed);
     if !shared.started.load(Ordering::Acquire) {
         out.fill(0.0);
         return;
@@ -112,6 +142,7 @@ impl NullClock {
                     owed += per / shared.ratio();
                     let frames = (owed as usize).min(buf.len() / ch);
                     owed -= frames as f64;
+                    shared.begin_callback(frames * ch);
                     render(&mut cons, &mut buf[..frames * ch], &shared);
                     k = k.wrapping_add(1);
                     let due = start + period * k;

@@ -34,9 +34,16 @@ use crate::stats::LatencyStats;
 use crate::wav::WavRecorder;
 
 /// The default starting target latency (see README: "Latency").
-pub const DEFAULT_LATENCY: Duration = Duration::from_millis(50);
-/// The default lowest adaptive target.
-pub const DEFAULT_LATENCY_MIN: Duration = Duration::from_millis(20);
+pub const DEFAULT_LATENCY: Duration = Duration::from_millis(10);
+/// The default lowest adaptive target: 1 ms, so in practice what the output needs (its
+/// callback plus [`OUTPUT_MARGIN`]).
+pub const DEFAULT_LATENCY_MIN: Duration = Duration::from_millis(1);
+/// What an adaptive target keeps above the output's callback, in seconds.
+pub const OUTPUT_MARGIN: f64 = 0.001;
+/// How long before the output's next callback the feeding thread decides that a missing frame
+/// will not make it, in seconds. It wakes up that long before the callback the ring cannot
+/// cover (see `Pipeline::poll_wait`), so this is scheduling slack only.
+pub const FEED_SLACK: f64 = 0.001;
 /// The default highest adaptive target.
 pub const DEFAULT_LATENCY_MAX: Duration = Duration::from_secs(1);
 
@@ -119,7 +126,7 @@ pub struct PlayerConfig {
 }
 
 impl PlayerConfig {
-    /// Defaults: TCP, adaptive latency from 50 ms within 20 ms–1 s, the default device, 5 s to
+    /// Defaults: TCP, adaptive latency from 20 ms within 1 ms–1 s, the default device, 5 s to
     /// connect, 10 s of silence tolerated.
     pub fn new(addr: impl Into<String>) -> Self {
         Self {
@@ -230,6 +237,14 @@ impl fmt::Display for Summary {
                 write!(f, ", {} recovered by FEC", j.recovered)?;
             }
         }
+        if j.skipped > 0 {
+            write!(
+                f,
+                " · {} frame{} skipped to catch up with the live stream",
+                j.skipped,
+                if j.skipped == 1 { "" } else { "s" }
+            )?;
+        }
         match (self.latency.quantile_ms(0.5), self.latency.max_ms()) {
             (Some(p50), Some(max)) => write!(
                 f,
@@ -290,6 +305,8 @@ struct Pipeline {
     finished: bool,
     /// The sender's clock offset (best exchange so far).
     clock: Option<Exchange>,
+    /// The device period asked for (the callback size until the first callback tells).
+    period: Duration,
 }
 
 impl Pipeline {
@@ -327,6 +344,7 @@ impl Pipeline {
         let capacity = (per_sec * (config.latency_max.as_secs_f64() + 1.0)) as usize;
         let (prod, cons) = HeapRb::<f32>::new(capacity).split();
         let shared = Shared::new();
+        let period = config.period;
         let (device, null, description) = match chosen {
             Some(c) => {
                 let desc = format!(
@@ -344,7 +362,10 @@ impl Pipeline {
                 (Some(c.start(cons, Arc::clone(&shared))?), None, desc)
             }
             None => {
-                let period = Duration::from_millis(10);
+                // A recording has no device: the null clock takes a frame at a time (at most
+                // 10 ms), so it holds back no more than the stream's own granularity.
+                let frame = f64::from(info.samples_per_frame) / f64::from(info.sample_rate);
+                let period = Duration::from_secs_f64(frame.clamp(0.001, 0.010));
                 let clock =
                     NullClock::start(cons, Arc::clone(&shared), out_rate, out_channels, period)
                         .map_err(|e| Error::Device(format!("cannot start the null output: {e}")))?;
@@ -377,23 +398,52 @@ impl Pipeline {
             fade_in: false,
             finished: false,
             clock: None,
+            period,
         })
     }
 
-    /// Seconds of audio queued in the ring.
+    /// The output's callback period, in seconds: its largest callback so far, or the period
+    /// asked for until the first one.
+    fn callback(&self) -> f64 {
+        match self.shared.callback_samples.load(Ordering::Relaxed) {
+            0 => self.period.as_secs_f64(),
+            n => n as f64 / self.per_sec,
+        }
+    }
+
+    /// Seconds until a sample queued now would start to play: until the output's next
+    /// callback, plus the audio queued in the ring ahead of it.
     fn downstream(&self) -> f64 {
+        self.shared.until_next_callback(self.callback()) + self.ring()
+    }
+
+    /// How long the loop may wait for the network before it must look at the ring again: until
+    /// [`FEED_SLACK`] before the first callback the ring cannot cover (when a missing frame
+    /// must be concealed), between 0.5 and 20 ms (the loop's other duties, pings and reports,
+    /// keep to whole tens of milliseconds).
+    fn poll_wait(&self) -> Duration {
+        let callback = self.callback();
+        let until = self.shared.until_next_callback(callback);
+        let covered = (self.ring() / callback).floor();
+        let deadline = until + covered * callback - FEED_SLACK;
+        Duration::from_secs_f64(deadline.clamp(0.0005, 0.020))
+    }
+
+    /// Seconds of audio queued in the ring.
+    fn ring(&self) -> f64 {
         self.prod.occupied_len() as f64 / self.per_sec
     }
 
     /// Moves frames to the output's ring. Frames that are here go at once, so the buffered
     /// audio sits in the ring, where a busy machine delaying this thread cannot starve the
-    /// device. A missing frame is waited for until the ring is down to its low-water mark
-    /// (the output's largest callback, which it takes whole, plus 5 ms for this thread's 2 ms
-    /// wake-ups and scheduling slack; at least 10 ms); only then is it concealed, or the buffer
-    /// stalls.
+    /// device. A missing frame is waited for as long as the ring can still cover the output's
+    /// next callback: only when it cannot, and that callback is less than [`FEED_SLACK`] away,
+    /// is the frame concealed, or the buffer stalls. The adaptive target never falls below one callback plus [`OUTPUT_MARGIN`], so
+    /// whatever the phase of the arrivals against the callbacks, the ring covers the next one.
     fn fill(&mut self, now: Duration) -> Result<()> {
-        let callback = self.shared.callback_samples.load(Ordering::Relaxed) as f64 / self.per_sec;
-        let low_water = (callback + 0.005).max(0.010);
+        let callback = self.callback();
+        self.playout
+            .set_floor(Duration::from_secs_f64(callback + OUTPUT_MARGIN));
         let frame = f64::from(self.info.samples_per_frame) / f64::from(self.info.sample_rate);
         // Bounded: each pass hands out a frame or stops.
         for _ in 0..10_000 {
@@ -401,8 +451,10 @@ impl Pipeline {
             if self.finished || room < 2.0 * frame {
                 break;
             }
-            let downstream = self.downstream();
-            let urgent = downstream < low_water;
+            let until = self.shared.until_next_callback(callback);
+            let ring = self.ring();
+            let downstream = until + ring;
+            let urgent = ring < callback && until < FEED_SLACK;
             match self.playout.next_when(now, downstream, urgent) {
                 Popped::Frame {
                     payload,
@@ -541,13 +593,14 @@ impl Pipeline {
                 let mut err = std::io::stderr().lock();
                 let _ = write!(
                     err,
-                    "\r{:7.1} s · recv {} · lost {} · late {} · dup {} · concealed {} · underruns {} · buffer {:5.1} ms / target {:5.1} ms · jitter {:4.1} ms · drift {:+5.0} ppm ",
+                    "\r{:7.1} s · recv {} · lost {} · late {} · dup {} · concealed {} · skipped {} · underruns {} · buffer {:5.1} ms / target {:5.1} ms · jitter {:4.1} ms · drift {:+5.0} ppm ",
                     self.frames_out as f64 / f64::from(self.info.sample_rate),
                     j.received,
                     j.lost,
                     j.late,
                     j.duplicated,
                     j.concealed,
+                    j.skipped,
                     underruns,
                     s.level * 1e3,
                     s.target * 1e3,
@@ -558,13 +611,14 @@ impl Pipeline {
             }
             StatsMode::Json => {
                 println!(
-                    "{{\"t\":{:.3},\"received\":{},\"lost\":{},\"late\":{},\"duplicated\":{},\"concealed\":{},\"underruns\":{},\"buffer_ms\":{:.2},\"target_ms\":{:.2},\"jitter_ms\":{:.2},\"drift_ppm\":{:.1},\"ratio\":{:.6}}}",
+                    "{{\"t\":{:.3},\"received\":{},\"lost\":{},\"late\":{},\"duplicated\":{},\"concealed\":{},\"skipped\":{},\"underruns\":{},\"buffer_ms\":{:.2},\"target_ms\":{:.2},\"jitter_ms\":{:.2},\"drift_ppm\":{:.1},\"ratio\":{:.6}}}",
                     self.frames_out as f64 / f64::from(self.info.sample_rate),
                     j.received,
                     j.lost,
                     j.late,
                     j.duplicated,
                     j.concealed,
+                    j.skipped,
                     underruns,
                     s.level * 1e3,
                     s.target * 1e3,
@@ -675,7 +729,9 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
             pings += 1;
             l.ping(pings, unix_micros() as u64);
         }
-        let wait = Duration::from_millis(if pipeline.is_some() { 2 } else { 50 });
+        let wait = pipeline
+            .as_ref()
+            .map_or(Duration::from_millis(50), Pipeline::poll_wait);
         let mut lost: Option<String> = None;
         match link.as_mut() {
             Some(l) => match l.poll(addr, clock.elapsed(), wait, &mut events) {

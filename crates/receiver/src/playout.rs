@@ -5,6 +5,12 @@
 //! (in the ring and the device). The level the controller steers is the whole latency the player
 //! adds: what the jitter buffer holds plus what is queued downstream. Everything is measured in
 //! seconds on a monotonic clock the caller passes in, so tests run in virtual time.
+//!
+//! A live stream (one with no known length) that starts with more buffered than its target, as
+//! when the output device took a while to open and frames piled up meanwhile, *catches up*:
+//! for [`CATCH_UP_WINDOW`] after it starts, whole frames beyond the target are dropped unplayed
+//! (counted as `skipped`), where the controller alone would take seconds to drain the surplus
+//! at its 0.5 % rate limit. A file is never skipped: every sample of it plays.
 
 use std::time::Duration;
 
@@ -31,11 +37,23 @@ pub struct PlayoutStats {
     pub drift_ppm: f64,
 }
 
+/// How long after a live stream starts surplus frames are dropped to reach the target.
+pub const CATCH_UP_WINDOW: Duration = Duration::from_secs(2);
+
+/// How far beyond its target a catching-up live stream may be before frames are dropped.
+const CATCH_UP_SLACK: f64 = 0.005;
+
 /// Jitter buffer plus level controller.
 #[derive(Debug)]
 pub struct Playout {
     jitter: JitterBuffer,
     controller: Controller,
+    /// A live stream: surplus at the start may be skipped.
+    live: bool,
+    /// Until when a live stream catches up (set once it started).
+    catch_up_until: Option<Duration>,
+    /// Seconds in a frame.
+    frame: f64,
 }
 
 impl Playout {
@@ -55,6 +73,9 @@ impl Playout {
 
     fn with_jitter(info: StreamInfo, jitter: JitterBuffer) -> Self {
         Self {
+            live: info.total_frames.is_none(),
+            catch_up_until: None,
+            frame: f64::from(info.samples_per_frame) / f64::from(info.sample_rate),
             jitter,
             controller: Controller::new(ControllerConfig {
                 // One frame of structural offset, plus 2 ms.
@@ -94,6 +115,7 @@ impl Playout {
     /// As [`Playout::next`], but a missing frame is only concealed (or the buffer stalls) when
     /// `urgent`; otherwise `Waiting` is returned and the frame may still come.
     pub fn next_when(&mut self, now: Duration, downstream: f64, urgent: bool) -> Popped {
+        self.catch_up(now, downstream);
         let popped = self.jitter.pop_when(urgent);
         if let Popped::Frame {
             arrival: Some(arrival),
@@ -105,6 +127,36 @@ impl Playout {
                 .update(now.as_secs_f64(), wait, self.jitter.target().as_secs_f64());
         }
         popped
+    }
+
+    /// A live stream in its first moments (from the first call on): drops whole frames while
+    /// the newest frame's first sample would play more than the target, a frame and
+    /// [`CATCH_UP_SLACK`] from now.
+    fn catch_up(&mut self, now: Duration, downstream: f64) {
+        if !self.live {
+            return;
+        }
+        if now >= *self.catch_up_until.get_or_insert(now + CATCH_UP_WINDOW) {
+            return;
+        }
+        let frame = self.frame;
+        let limit = self.jitter.target().as_secs_f64() + frame + CATCH_UP_SLACK;
+        // Bounded by the frames buffered; each pass drops one or stops.
+        let mut skipped = false;
+        for _ in 0..100_000 {
+            if downstream + self.jitter.level() - frame <= limit || !self.jitter.skip() {
+                break;
+            }
+            skipped = true;
+        }
+        if skipped {
+            self.jitter.forget_transits();
+        }
+    }
+
+    /// The lowest adaptive target the output allows (see [`JitterBuffer::set_floor`]).
+    pub fn set_floor(&mut self, floor: Duration) {
+        self.jitter.set_floor(floor);
     }
 
     /// The resampling ratio (output samples per input sample) for what `next` returned.
@@ -290,5 +342,57 @@ mod tests {
             }
             assert_eq!(p.ratio(), 1.0, "at {ms} ms: {:?}", p.stats());
         }
+    }
+
+    /// A live stream whose first 120 ms piled up (the device took that long to open) plays from
+    /// near its 30 ms target at once, dropping the surplus; a file with the same start plays
+    /// every frame.
+    fn start_with_surplus(total_frames: Option<u64>) -> (u64, Vec<u64>) {
+        let info = StreamInfo {
+            total_frames,
+            ..info()
+        };
+        let mut p = Playout::new(info, TargetPolicy::fixed(Duration::from_millis(30)));
+        for seq in 0..12 {
+            p.push(audio(seq), Duration::from_millis(120));
+        }
+        let mut played = Vec::new();
+        let mut downstream = 0.0;
+        for ms in 120..400u64 {
+            let now = Duration::from_millis(ms);
+            if ms % 10 == 0 && ms > 120 {
+                p.push(audio(ms / 10 - 1), now);
+            }
+            while downstream < 0.015 {
+                match p.next(now, downstream) {
+                    Popped::Frame { sequence, .. } => {
+                        played.push(sequence);
+                        downstream += 0.010;
+                    }
+                    _ => break,
+                }
+            }
+            if ms % 10 == 5 {
+                downstream = (downstream - 0.010).max(0.0);
+            }
+        }
+        (p.stats().jitter.skipped, played)
+    }
+
+    #[test]
+    fn a_live_stream_with_a_surplus_at_the_start_catches_up() {
+        let (skipped, played) = start_with_surplus(None);
+        // 120 ms buffered against 30 ms + a frame + 5 ms of slack: 7 frames go.
+        assert_eq!(skipped, 7, "{played:?}");
+        assert_eq!(played[0], 7, "the first frame played is the first one kept");
+        assert!(played.windows(2).all(|w| w[1] == w[0] + 1), "{played:?}");
+    }
+
+    #[test]
+    fn a_file_with_a_surplus_at_the_start_plays_every_frame() {
+        let (skipped, played) = start_with_surplus(Some(48_000));
+        assert_eq!(skipped, 0);
+        assert_eq!(played[..5], [0, 1, 2, 3, 4]);
+        assert!(played.windows(2).all(|w| w[1] == w[0] + 1), "{played:?}");
     }
 }

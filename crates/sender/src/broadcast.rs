@@ -22,12 +22,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use ringbuf::traits::{Consumer, Observer};
 use tracing::{info, warn};
 
-use crate::capture::InputSpec;
+use crate::capture::{InputSpec, live_frame_ms, split_period};
 use crate::error::{Error, Result};
 use crate::feed::{Encoder, FileFrames, Framer, PlayerFeed, Progress, plan};
 use crate::pacing::Pacer;
 use crate::resample::Resampler;
-use crate::server::{Resume, ServerConfig, unix_micros};
+use crate::server::{Resume, ServerConfig, samples_per_frame, unix_micros};
 
 /// One frame as made by the producer.
 #[derive(Debug)]
@@ -83,6 +83,9 @@ pub struct Hub {
 
 /// Most frames queued for one player before it counts as unable to keep up.
 const QUEUE: usize = 4096;
+/// Longest the live input's reader sleeps without a wake-up from the capture callback before it
+/// checks for a shutdown and for a device that stopped delivering.
+const WAKE_CHECK: Duration = Duration::from_millis(50);
 
 impl Hub {
     /// Prepares the live stream `config` asks for (an input device, or a file with
@@ -103,15 +106,7 @@ impl Hub {
         };
         let (info, origin) = match &config.input {
             Some(device) => {
-                let wanted = match config.codec {
-                    crate::feed::CodecConfig::Opus(_) => Some(audiowire_protocol::opus::RATE),
-                    crate::feed::CodecConfig::Pcm => config.rate,
-                };
-                let max_channels = match config.codec {
-                    crate::feed::CodecConfig::Opus(_) => 2,
-                    crate::feed::CodecConfig::Pcm => audiowire_protocol::message::MAX_CHANNELS,
-                };
-                let spec = InputSpec::pick(device.as_deref(), wanted, max_channels)?;
+                let spec = pick_input(config, device.as_deref())?;
                 let what = format!("input \"{}\"", spec.name());
                 let mut info = plan(
                     config,
@@ -122,6 +117,17 @@ impl Hub {
                     &what,
                 )?;
                 info.total_frames = None;
+                // A PCM frame cut short to fit a datagram still ends where a callback does.
+                if let (Codec::Pcm, Some(period)) = (info.codec, spec.period()) {
+                    let asked = samples_per_frame(
+                        config.frame_ms,
+                        info.sample_rate,
+                        info.bytes_per_frame(),
+                    )?;
+                    if info.sample_rate == spec.rate() && info.samples_per_frame < asked {
+                        info.samples_per_frame = split_period(info.samples_per_frame, period);
+                    }
+                }
                 info.validate().map_err(|e| Error::Input(e.to_string()))?;
                 (info, Origin::Input(spec))
             }
@@ -300,7 +306,8 @@ impl Hub {
         shutdown: &AtomicBool,
     ) -> Result<()> {
         let info = self.info;
-        let mut capture = spec.start(2.0)?;
+        // This thread reads the ring; the capture callback wakes it when it has pushed samples.
+        let mut capture = spec.start(2.0, thread::current())?;
         info!(
             "capturing from \"{}\" ({} Hz, {} ch)",
             spec.name(),
@@ -332,7 +339,8 @@ impl Hub {
         let ch = usize::from(spec.channels());
         let in_rate = f64::from(spec.rate());
         let out_rate = f64::from(info.sample_rate);
-        let mut block = vec![0.0f32; (spec.rate() as usize / 100).max(64) * ch];
+        let period = spec.period().unwrap_or(0) as usize;
+        let mut block = vec![0.0f32; (spec.rate() as usize / 100).max(period).max(64) * ch];
         let mut resampled = Vec::new();
         let mut position = 0u64;
         let mut last_overrun = 0u64;
@@ -346,10 +354,16 @@ impl Hub {
                         spec.name()
                     )));
                 }
-                thread::sleep(Duration::from_millis(2));
+                // Until the callback has pushed more (a wake-up that came since the ring was
+                // found empty is kept, so this returns at once), or a while to check the rest.
+                thread::park_timeout(WAKE_CHECK);
                 continue;
             }
             last_data = Instant::now();
+            // Taken together, as soon as the samples are out: the ring then holds `left` newer
+            // samples, the newest of them captured about `capture_delay` before `now_us` (the
+            // callback that pushed it just woke this thread).
+            let left = capture.cons.occupied_len();
             let now_us = unix_micros();
             match resampler.as_mut() {
                 Some(r) => {
@@ -368,7 +382,7 @@ impl Hub {
                 // The newest sample queued was captured `behind` seconds ago, and the frame's
                 // first sample `frame + queued` stream samples before it.
                 let delay = capture.shared.capture_delay_ns.load(Ordering::Relaxed) as f64 / 1e9;
-                let behind = capture.cons.occupied_len() as f64 / ch as f64 / in_rate + delay;
+                let behind = left as f64 / ch as f64 / in_rate + delay;
                 let queued = framer.queued_frames() as u64 + pre_skip;
                 let first = now_us as f64 - (behind + queued as f64 / out_rate) * 1e6;
                 let mut payload = Vec::new();
@@ -383,6 +397,43 @@ impl Hub {
             }
         }
         Ok(())
+    }
+}
+
+/// The input device `config` asks for (`device`: by id or name, the default when `None`), in
+/// the configuration its codec wants.
+fn pick_input(config: &ServerConfig, device: Option<&str>) -> Result<InputSpec> {
+    let wanted = match config.codec {
+        crate::feed::CodecConfig::Opus(_) => Some(audiowire_protocol::opus::RATE),
+        crate::feed::CodecConfig::Pcm => config.rate,
+    };
+    let max_channels = match config.codec {
+        crate::feed::CodecConfig::Opus(_) => 2,
+        crate::feed::CodecConfig::Pcm => audiowire_protocol::message::MAX_CHANNELS,
+    };
+    InputSpec::pick(device, wanted, max_channels)
+}
+
+/// The frame duration in ms for `config`'s live input: `user`'s when given, otherwise what suits
+/// the device (one callback's worth where the host has a fixed callback size, as JACK does; see
+/// [`crate::capture::live_frame_ms`]), which is looked up. Set it in `config.frame_ms` before
+/// the server is bound, since players are told the frame size when they connect. Without
+/// `config.input`: `user`'s, or `config.frame_ms` as it is.
+pub fn input_frame_ms(config: &ServerConfig, user: Option<f64>) -> Result<f64> {
+    match (&config.input, user) {
+        (_, Some(ms)) => Ok(ms),
+        (None, None) => Ok(config.frame_ms),
+        (Some(device), None) => {
+            let spec = pick_input(config, device.as_deref())?;
+            let ms = live_frame_ms(None, spec.buffer_size(), spec.rate(), &config.codec);
+            tracing::debug!(
+                "\"{}\" reports callbacks of {:?} at {} Hz: {ms} ms frames",
+                spec.name(),
+                spec.buffer_size(),
+                spec.rate()
+            );
+            Ok(ms)
+        }
     }
 }
 

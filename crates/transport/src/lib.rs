@@ -29,6 +29,32 @@ pub trait Conn: Read + Write + Send + std::fmt::Debug {
     fn try_clone_conn(&self) -> io::Result<Box<dyn Conn>>;
     /// Closes the writing half: the peer reads end of file, and may still answer.
     fn shutdown_write(&self) -> io::Result<()>;
+    /// Waits up to `timeout` for something to read; false when nothing came. Sockets wait to
+    /// the microsecond (see [`wait_readable`]); the default says "maybe" at once and leaves the
+    /// waiting to the read timeout.
+    fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        let _ = timeout;
+        Ok(true)
+    }
+}
+
+/// Waits up to `timeout` for `fd` to become readable (or hung up, or in error: the read then
+/// says which); false when the time ran out. `ppoll` sleeps on a high-resolution timer, where a
+/// socket's receive timeout (`SO_RCVTIMEO`) counts in scheduler ticks: 4 ms at 250 Hz, too
+/// coarse for a player that must wake up a millisecond before its sound card's next callback.
+#[cfg(unix)]
+pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let ts = Timespec {
+        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    match poll(&mut fds, Some(&ts)) {
+        Ok(n) => Ok(n > 0),
+        Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl Conn for TcpStream {
@@ -43,6 +69,11 @@ impl Conn for TcpStream {
     }
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+    #[cfg(unix)]
+    fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        use std::os::fd::AsFd;
+        wait_readable(self.as_fd(), timeout)
     }
 }
 
@@ -59,6 +90,11 @@ impl Conn for std::os::unix::net::UnixStream {
     }
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+    #[cfg(unix)]
+    fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        use std::os::fd::AsFd;
+        wait_readable(self.as_fd(), timeout)
     }
 }
 
