@@ -47,15 +47,16 @@ lab() { /usr/bin/python3 "$here/lab.py" measure "$@" || true; }
 
 if want audiowire; then
     # The sender captures from JACK (cpal's JACK host) and the player plays into it: LABEL|send
-    # options|play options. First the defaults (TCP, 10 ms PCM or 20 ms Opus frames, adaptive
-    # latency), then low settings over UDP (datagrams large enough for whole f32 stereo frames).
+    # options|play options. First the defaults (TCP; live frames of one JACK period for PCM,
+    # 5 ms for Opus; adaptive latency), then UDP with the default player, then the lowest
+    # settings: Opus in 2.5 ms frames, and a pinned target under the adaptive floor.
     runs=(
-        "audiowire default (TCP, PCM 10 ms, adaptive)||"
-        "audiowire Opus default (TCP, 20 ms, adaptive)|--codec opus|"
-        "audiowire UDP PCM 2.5 ms, --latency 5ms|--transport udp --frame-ms 2.5 --max-datagram 9000|--transport udp --latency 5ms"
-        "audiowire UDP PCM 2.5 ms, --latency 10ms|--transport udp --frame-ms 2.5 --max-datagram 9000|--transport udp --latency 10ms"
-        "audiowire UDP Opus 2.5 ms, --latency 5ms|--transport udp --codec opus --frame-ms 2.5|--transport udp --latency 5ms"
-        "audiowire UDP Opus 2.5 ms, --latency 10ms|--transport udp --codec opus --frame-ms 2.5|--transport udp --latency 10ms"
+        "audiowire default (TCP, PCM, 5.33 ms frames, adaptive)||"
+        "audiowire Opus default (TCP, 5 ms frames, adaptive)|--codec opus|"
+        "audiowire UDP PCM (2.67 ms frames, adaptive)|--transport udp|--transport udp"
+        "audiowire UDP PCM, --latency 5ms|--transport udp|--transport udp --latency 5ms"
+        "audiowire UDP Opus 5 ms (adaptive)|--transport udp --codec opus|--transport udp"
+        "audiowire UDP Opus 2.5 ms (adaptive)|--transport udp --codec opus --frame-ms 2.5|--transport udp"
     )
     if "$aw" send --help | grep -q -- '--input'; then
         i=0

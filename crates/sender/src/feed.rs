@@ -203,7 +203,7 @@ pub(crate) fn plan(
                     );
                 }
             }
-            let probe = new_opus(channels, &opus, false)?;
+            let probe = new_opus(channels, &opus, false, spf)?;
             let pre_skip = u16::try_from(probe.lookahead).unwrap_or(0);
             Ok(StreamInfo {
                 sample_rate: audiowire_protocol::opus::RATE,
@@ -269,14 +269,34 @@ struct OpusEncoder {
     lookahead: i32,
 }
 
-fn new_opus(channels: u16, s: &OpusSettings, fec: bool) -> Result<OpusEncoder> {
+/// The Opus application for frames of `samples_per_frame` (at 48 kHz): frames under 10 ms are
+/// CELT-only whatever the application (SILK, and with it in-band FEC, needs 10 ms), so they use
+/// the restricted low-delay mode, whose look-ahead is 2.5 ms instead of 6.5 ms.
+fn opus_application(samples_per_frame: u32) -> opus::Application {
+    if samples_per_frame < 480 {
+        opus::Application::LowDelay
+    } else {
+        opus::Application::Audio
+    }
+}
+
+fn new_opus(
+    channels: u16,
+    s: &OpusSettings,
+    fec: bool,
+    samples_per_frame: u32,
+) -> Result<OpusEncoder> {
     let ch = if channels == 1 {
         opus::Channels::Mono
     } else {
         opus::Channels::Stereo
     };
-    let mut enc = opus::Encoder::new(audiowire_protocol::opus::RATE, ch, opus::Application::Audio)
-        .map_err(|e| opus_err("to start", e))?;
+    let mut enc = opus::Encoder::new(
+        audiowire_protocol::opus::RATE,
+        ch,
+        opus_application(samples_per_frame),
+    )
+    .map_err(|e| opus_err("to start", e))?;
     enc.set_bitrate(opus::Bitrate::Bits(s.bitrate_for(channels) as i32))
         .map_err(|e| opus_err("the bitrate", e))?;
     enc.set_complexity(i32::from(s.complexity))
@@ -338,7 +358,7 @@ impl Encoder {
     ) -> Result<Self> {
         match (info.codec, settings) {
             (Codec::Opus { .. }, CodecConfig::Opus(s)) => {
-                let opus = new_opus(info.channels, s, fec && s.fec)?;
+                let opus = new_opus(info.channels, s, fec && s.fec, info.samples_per_frame)?;
                 let max_packet = max_payload.unwrap_or(MAX_OPUS_PACKET).min(MAX_OPUS_PACKET);
                 Ok(Encoder::Opus(Box::new(OpusEncoderState {
                     opus,
@@ -657,6 +677,20 @@ impl Frames {
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    /// Frames under 10 ms take the restricted low-delay mode: 2.5 ms of look-ahead (the
+    /// pre-skip a player drops) instead of 6.5 ms; 10 ms and longer keep SILK (and FEC).
+    #[test]
+    fn short_opus_frames_have_the_short_look_ahead() {
+        let s = OpusSettings::default();
+        for (spf, lookahead) in [(120, 120), (240, 120), (480, 312), (960, 312)] {
+            assert_eq!(
+                new_opus(2, &s, false, spf).unwrap().lookahead,
+                lookahead,
+                "{spf}"
+            );
+        }
+    }
 
     fn temp_wav(name: &str, rate: u32, channels: u16, frames: usize) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("audiowire-feed-{}", std::process::id()));
