@@ -218,12 +218,14 @@ impl Mode {
                 }
             }
         }
+        // The loopback target's cell: 1 ms frames with the player's defaults (its adaptive
+        // target goes as low as the output allows; pinning below that only makes it stall).
         let mut target = cell(
             Transport::Udp,
             Codec::Pcm,
             1.0,
             Profile::Clean,
-            Setting::Pinned(1.0),
+            Setting::Default,
         );
         if self == Mode::Full && seconds.is_none() {
             target.seconds = 60.0;
@@ -244,7 +246,8 @@ mod tests {
             .iter()
             .filter(|c| c.setting == Setting::Default)
             .collect();
-        assert_eq!(defaults.len(), 2 * 2 * 4 * 4);
+        // The matrix, and the 1 ms loopback cell.
+        assert_eq!(defaults.len(), 2 * 2 * 4 * 4 + 1);
         let labels: std::collections::HashSet<_> = cells.iter().map(Cell::label).collect();
         assert_eq!(labels.len(), cells.len(), "labels are unique");
         let target = cells.iter().find(|c| c.frame_ms == 1.0).map(|c| c.seconds);

@@ -495,11 +495,7 @@ mod tests {
                 codec: Codec::Pcm,
                 frame_ms,
                 network,
-                setting: if frame_ms == 1.0 {
-                    Setting::Pinned(1.0)
-                } else {
-                    Setting::Default
-                },
+                setting: Setting::Default,
                 seconds: 10.0,
             },
             error: None,

@@ -8,10 +8,10 @@
 //!
 //! Drift control at equal rates (`adjustable`): while the ratio is exactly 1 the samples pass
 //! through bit-exactly and the resampler does not run at all (a copy of each frame into a short
-//! history is all it costs). The history holds the last few hundred channel-mapped frames (447
-//! with our parameters): as many as the resampler needs, measured from the resampler itself
-//! when the converter is made (`Handover::measure`: the reach of its impulse response, its
-//! delay, and how its output falls on chunks), rounded up to whole chunks.
+//! history is all it costs). The history holds the last channel-mapped frames the resampler
+//! needs (127 with our parameters, 64-frame chunks), measured from the resampler itself when the
+//! converter is made (`Handover::measure`: the reach of its impulse response, its delay, and how
+//! its output falls on chunks), rounded up to whole chunks.
 //!
 //! When the ratio first leaves 1, the resampler is reset and primed with that history, then
 //! with the next input frames, still at ratio 1, until its output reaches the last frame passed

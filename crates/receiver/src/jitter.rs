@@ -320,6 +320,12 @@ impl JitterBuffer {
     /// below it (a pinned one is the user's to choose).
     pub fn set_floor(&mut self, floor: Duration) {
         self.floor = floor.as_secs_f64();
+        if self.policy.min != self.policy.max {
+            // Up at once, like any rise: a target under the floor would run the output dry.
+            self.target = self
+                .target
+                .max(self.floor.min(self.policy.max.as_secs_f64()));
+        }
     }
 
     /// Recomputes the target from the transit window. The target is the mean time a frame waits

@@ -38,6 +38,8 @@ pub const DEFAULT_LATENCY: Duration = Duration::from_millis(10);
 /// The default lowest adaptive target: 1 ms, so in practice what the output needs (its
 /// callback plus [`OUTPUT_MARGIN`]).
 pub const DEFAULT_LATENCY_MIN: Duration = Duration::from_millis(1);
+/// How long after the output starts its floor is two callbacks rather than one.
+const START_WINDOW: Duration = Duration::from_secs(2);
 /// What an adaptive target keeps above the output's callback, in seconds.
 pub const OUTPUT_MARGIN: f64 = 0.001;
 /// How long before the output's next callback the feeding thread decides that a missing frame
@@ -307,6 +309,8 @@ struct Pipeline {
     clock: Option<Exchange>,
     /// The device period asked for (the callback size until the first callback tells).
     period: Duration,
+    /// When the output started.
+    started_at: Option<Duration>,
 }
 
 impl Pipeline {
@@ -399,6 +403,7 @@ impl Pipeline {
             finished: false,
             clock: None,
             period,
+            started_at: None,
         })
     }
 
@@ -442,8 +447,14 @@ impl Pipeline {
     /// whatever the phase of the arrivals against the callbacks, the ring covers the next one.
     fn fill(&mut self, now: Duration) -> Result<()> {
         let callback = self.callback();
+        // While the output starts, a device may take its whole buffer (two periods or more)
+        // in quick callbacks: the floor is two callbacks then.
+        let starting = self
+            .started_at
+            .is_none_or(|t| now.saturating_sub(t) < START_WINDOW);
+        let periods = if starting { 2.0 } else { 1.0 };
         self.playout
-            .set_floor(Duration::from_secs_f64(callback + OUTPUT_MARGIN));
+            .set_floor(Duration::from_secs_f64(periods * callback + OUTPUT_MARGIN));
         let frame = f64::from(self.info.samples_per_frame) / f64::from(self.info.sample_rate);
         // Bounded: each pass hands out a frame or stops.
         for _ in 0..10_000 {
@@ -490,6 +501,7 @@ impl Pipeline {
         // The output starts once a whole pass is queued, not between the first frames.
         if self.frames_out > 0 {
             self.shared.started.store(true, Ordering::Release);
+            self.started_at.get_or_insert(now);
         }
         Ok(())
     }
