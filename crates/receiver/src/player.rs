@@ -40,8 +40,12 @@ pub const DEFAULT_LATENCY: Duration = Duration::from_millis(10);
 pub const DEFAULT_LATENCY_MIN: Duration = Duration::from_millis(1);
 /// How long after the output starts its floor is two callbacks rather than one.
 const START_WINDOW: Duration = Duration::from_secs(2);
-/// What an adaptive target keeps above the output's callback, in seconds.
+/// What an adaptive target keeps above the output's callback at least, in seconds.
 pub const OUTPUT_MARGIN: f64 = 0.001;
+/// ... and at most, after underruns.
+const MAX_MARGIN: f64 = 0.010;
+/// How long without an underrun before the margin narrows again.
+const MARGIN_CALM: Duration = Duration::from_secs(10);
 /// How long before the output's next callback the feeding thread decides that a missing frame
 /// will not make it, in seconds. It wakes up that long before the callback the ring cannot
 /// cover (see `Pipeline::poll_wait`), so this is scheduling slack only.
@@ -311,6 +315,12 @@ struct Pipeline {
     period: Duration,
     /// When the output started.
     started_at: Option<Duration>,
+    /// What the adaptive target keeps over the output's period, in seconds (see
+    /// `Pipeline::adapt_margin`).
+    margin: f64,
+    /// Underruns counted so far, and since when there was none.
+    underruns_seen: u64,
+    calm_since: Duration,
 }
 
 impl Pipeline {
@@ -348,7 +358,13 @@ impl Pipeline {
         let capacity = (per_sec * (config.latency_max.as_secs_f64() + 1.0)) as usize;
         let (prod, cons) = HeapRb::<f32>::new(capacity).split();
         let shared = Shared::new();
-        let period = config.period;
+        // A recording has no device: the null clock takes a frame at a time (at most 10 ms),
+        // so it holds back no more than the stream's own granularity.
+        let frame = f64::from(info.samples_per_frame) / f64::from(info.sample_rate);
+        let period = match chosen {
+            Some(_) => config.period,
+            None => Duration::from_secs_f64(frame.clamp(0.001, 0.010)),
+        };
         let (device, null, description) = match chosen {
             Some(c) => {
                 let desc = format!(
@@ -366,10 +382,6 @@ impl Pipeline {
                 (Some(c.start(cons, Arc::clone(&shared))?), None, desc)
             }
             None => {
-                // A recording has no device: the null clock takes a frame at a time (at most
-                // 10 ms), so it holds back no more than the stream's own granularity.
-                let frame = f64::from(info.samples_per_frame) / f64::from(info.sample_rate);
-                let period = Duration::from_secs_f64(frame.clamp(0.001, 0.010));
                 let clock =
                     NullClock::start(cons, Arc::clone(&shared), out_rate, out_channels, period)
                         .map_err(|e| Error::Device(format!("cannot start the null output: {e}")))?;
@@ -404,6 +416,9 @@ impl Pipeline {
             clock: None,
             period,
             started_at: None,
+            margin: OUTPUT_MARGIN,
+            underruns_seen: 0,
+            calm_since: Duration::ZERO,
         })
     }
 
@@ -420,6 +435,25 @@ impl Pipeline {
     /// callback, plus the audio queued in the ring ahead of it.
     fn downstream(&self) -> f64 {
         self.shared.until_next_callback(self.callback()) + self.ring()
+    }
+
+    /// Widens the margin over the output's period by 1 ms (up to [`MAX_MARGIN`]) at every
+    /// underrun after the start, and narrows it by 0.5 ms after every [`MARGIN_CALM`] without
+    /// one (down to [`OUTPUT_MARGIN`]): a busy or virtual machine that wakes this thread or the
+    /// output late gets the slack it shows it needs, a quiet one keeps the lowest latency.
+    fn adapt_margin(&mut self, now: Duration) {
+        let underruns =
+            self.playout.stats().jitter.underruns + self.shared.underruns.load(Ordering::Relaxed);
+        if underruns > self.underruns_seen {
+            self.underruns_seen = underruns;
+            if self.started_at.is_some() {
+                self.margin = (self.margin + 0.001).min(MAX_MARGIN);
+            }
+            self.calm_since = now;
+        } else if now.saturating_sub(self.calm_since) >= MARGIN_CALM {
+            self.margin = (self.margin - 0.0005).max(OUTPUT_MARGIN);
+            self.calm_since = now;
+        }
     }
 
     /// How long the loop may wait for the network before it must look at the ring again: until
@@ -443,8 +477,10 @@ impl Pipeline {
     /// audio sits in the ring, where a busy machine delaying this thread cannot starve the
     /// device. A missing frame is waited for as long as the ring can still cover the output's
     /// next callback: only when it cannot, and that callback is less than [`FEED_SLACK`] away,
-    /// is the frame concealed, or the buffer stalls. The adaptive target never falls below one callback plus [`OUTPUT_MARGIN`], so
-    /// whatever the phase of the arrivals against the callbacks, the ring covers the next one.
+    /// is the frame concealed, or the buffer stalls. The adaptive target never falls below one
+    /// callback (two while the output starts) plus a margin ([`OUTPUT_MARGIN`], widened after
+    /// underruns), so whatever the phase of the arrivals against the callbacks, the ring covers
+    /// the next one.
     fn fill(&mut self, now: Duration) -> Result<()> {
         let callback = self.callback();
         // While the output starts, a device may take its whole buffer (two periods or more)
@@ -453,8 +489,13 @@ impl Pipeline {
             .started_at
             .is_none_or(|t| now.saturating_sub(t) < START_WINDOW);
         let periods = if starting { 2.0 } else { 1.0 };
-        self.playout
-            .set_floor(Duration::from_secs_f64(periods * callback + OUTPUT_MARGIN));
+        self.adapt_margin(now);
+        // Only a callback the output made says how large they are: a guess would raise the
+        // target, which then takes seconds to come down.
+        if self.shared.callback_samples.load(Ordering::Relaxed) > 0 {
+            self.playout
+                .set_floor(Duration::from_secs_f64(periods * callback + self.margin));
+        }
         let frame = f64::from(self.info.samples_per_frame) / f64::from(self.info.sample_rate);
         // Bounded: each pass hands out a frame or stops.
         for _ in 0..10_000 {

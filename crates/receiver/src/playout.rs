@@ -38,10 +38,10 @@ pub struct PlayoutStats {
 }
 
 /// How long after a live stream starts surplus frames are dropped to reach the target.
-pub const CATCH_UP_WINDOW: Duration = Duration::from_secs(2);
+pub const CATCH_UP_WINDOW: Duration = Duration::from_millis(150);
 
 /// How far beyond its target a catching-up live stream may be before frames are dropped.
-const CATCH_UP_SLACK: f64 = 0.001;
+const CATCH_UP_SLACK: f64 = 0.002;
 
 /// Jitter buffer plus level controller.
 #[derive(Debug)]
@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn a_live_stream_with_a_surplus_at_the_start_catches_up() {
         let (skipped, played) = start_with_surplus(None);
-        // 120 ms buffered against 30 ms + a frame + 1 ms of slack: 7 frames go.
+        // 120 ms buffered against 30 ms + a frame + 2 ms of slack: 7 frames go.
         assert_eq!(skipped, 7, "{played:?}");
         assert_eq!(played[0], 7, "the first frame played is the first one kept");
         assert!(played.windows(2).all(|w| w[1] == w[0] + 1), "{played:?}");
