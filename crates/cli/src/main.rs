@@ -114,7 +114,7 @@ enum Command {
         #[arg(long, value_parser = parse_duration)]
         latency: Option<Duration>,
         /// The lowest adaptive target latency (beyond it, the target never goes below the
-        /// output's callback plus 1 ms).
+        /// output's callback plus a margin).
         #[arg(long, value_parser = parse_duration, default_value = "1ms")]
         latency_min: Duration,
         /// The highest adaptive target latency.
