@@ -188,14 +188,16 @@ fn describe_ranges(configs: &[cpal::SupportedStreamConfigRange]) -> Vec<String> 
         .collect()
 }
 
-fn device_name(d: &Device) -> String {
+/// A device's human-readable name (its id, or "unnamed device", when it has none).
+pub fn device_name(d: &Device) -> String {
     d.description()
         .map(|desc| desc.name().to_string())
         .or_else(|_| d.id().map(|id| id.to_string()))
         .unwrap_or_else(|_| "unnamed device".into())
 }
 
-fn device_id(d: &Device) -> String {
+/// cpal's identifier of a device, as `--device` and `--input` accept it.
+pub fn device_id(d: &Device) -> String {
     d.id().map(|id| id.to_string()).unwrap_or_default()
 }
 
@@ -298,6 +300,16 @@ fn find_device(name: Option<&str>) -> Result<Device> {
         .output_devices()
         .map_err(|e| Error::Device(format!("cannot list output devices: {e}")))?
         .collect();
+    match_device(&devices, want).ok_or_else(|| {
+        Error::Device(format!(
+            "no output device matches \"{want}\"; `audiowire devices` lists them"
+        ))
+    })
+}
+
+/// The device `want` names among `devices`: its exact id or name first, else the first whose
+/// id or name contains it, ignoring case (output and input devices alike).
+pub fn match_device(devices: &[Device], want: &str) -> Option<Device> {
     let lower = want.to_lowercase();
     devices
         .iter()
@@ -309,11 +321,6 @@ fn find_device(name: Option<&str>) -> Result<Device> {
             })
         })
         .cloned()
-        .ok_or_else(|| {
-            Error::Device(format!(
-                "no output device matches \"{want}\"; `audiowire devices` lists them"
-            ))
-        })
 }
 
 impl Chosen {

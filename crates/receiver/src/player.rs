@@ -437,13 +437,17 @@ impl Pipeline {
         self.shared.until_next_callback(self.callback()) + self.ring()
     }
 
+    /// Underruns of every kind so far: the buffer stalling and the output ring running short.
+    fn underruns(&self) -> u64 {
+        self.playout.stats().jitter.underruns + self.shared.underruns.load(Ordering::Relaxed)
+    }
+
     /// Widens the margin over the output's period by 1 ms (up to [`MAX_MARGIN`]) at every
     /// underrun after the start, and narrows it by 0.5 ms after every [`MARGIN_CALM`] without
     /// one (down to [`OUTPUT_MARGIN`]): a busy or virtual machine that wakes this thread or the
     /// output late gets the slack it shows it needs, a quiet one keeps the lowest latency.
     fn adapt_margin(&mut self, now: Duration) {
-        let underruns =
-            self.playout.stats().jitter.underruns + self.shared.underruns.load(Ordering::Relaxed);
+        let underruns = self.underruns();
         if underruns > self.underruns_seen {
             self.underruns_seen = underruns;
             if self.started_at.is_some() {
@@ -639,7 +643,7 @@ impl Pipeline {
     fn stats_line(&self, mode: StatsMode) {
         let s = self.playout.stats();
         let j = s.jitter;
-        let underruns = j.underruns + self.shared.underruns.load(Ordering::Relaxed);
+        let underruns = self.underruns();
         match mode {
             StatsMode::Off => {}
             StatsMode::Line => {

@@ -34,6 +34,8 @@ use cpal::{Device, FromSample, InputCallbackInfo, SizedSample, StreamConfig, Sup
 use ringbuf::traits::{Producer, Split};
 use ringbuf::{HeapCons, HeapRb};
 
+use audiowire_receiver::device::{device_id, device_name, match_device};
+
 use crate::error::{Error, Result};
 use crate::feed::CodecConfig;
 
@@ -75,21 +77,10 @@ pub struct InputListing {
     pub default_config: Option<String>,
 }
 
-fn device_name(d: &Device) -> String {
-    d.description()
-        .map(|desc| desc.name().to_string())
-        .or_else(|_| d.id().map(|id| id.to_string()))
-        .unwrap_or_else(|_| "unnamed device".into())
-}
-
 /// The audio host `--host` chose for the process (one choice, shared with the player's
 /// devices: `audiowire_receiver::device::select_host`), or cpal's default.
 fn host() -> Result<cpal::Host> {
     audiowire_receiver::device::host().map_err(|e| Error::Input(e.to_string()))
-}
-
-fn device_id(d: &Device) -> String {
-    d.id().map(|id| id.to_string()).unwrap_or_default()
 }
 
 /// Lists the default host's input devices.
@@ -133,22 +124,11 @@ fn find_device(name: Option<&str>) -> Result<Device> {
         .input_devices()
         .map_err(|e| Error::Input(format!("cannot list input devices: {e}")))?
         .collect();
-    let lower = want.to_lowercase();
-    devices
-        .iter()
-        .find(|d| device_id(d) == want || device_name(d) == want)
-        .or_else(|| {
-            devices.iter().find(|d| {
-                device_id(d).to_lowercase().contains(&lower)
-                    || device_name(d).to_lowercase().contains(&lower)
-            })
-        })
-        .cloned()
-        .ok_or_else(|| {
-            Error::Input(format!(
-                "no input device matches \"{want}\"; `audiowire devices` lists them"
-            ))
-        })
+    match_device(&devices, want).ok_or_else(|| {
+        Error::Input(format!(
+            "no input device matches \"{want}\"; `audiowire devices` lists them"
+        ))
+    })
 }
 
 /// An input device and the configuration chosen for it; the stream is opened by
