@@ -31,6 +31,7 @@ fn info() -> StreamInfo {
         codec: Codec::Pcm,
         samples_per_frame: SPF as u32,
         total_frames: None,
+        live: false,
     }
 }
 

@@ -146,6 +146,10 @@ pub struct StreamInfo {
     pub samples_per_frame: u32,
     /// Total length in sample frames when known (a file), `None` for a live or looping stream.
     pub total_frames: TotalLength,
+    /// A real-time source (live input, or a broadcast players join mid-stream): it has no
+    /// length, and a player that starts behind it may skip to catch up. A looping file is not
+    /// live: every sample of it is sent to each player. On the wire, length flag `2`.
+    pub live: bool,
 }
 
 impl StreamInfo {
@@ -454,12 +458,16 @@ impl Message {
                 out.push(s.format.code());
                 out.push(s.codec.code());
                 out.extend_from_slice(&s.samples_per_frame.to_be_bytes());
-                match s.total_frames {
-                    Some(n) => {
+                match (s.live, s.total_frames) {
+                    (true, _) => {
+                        out.push(2);
+                        out.extend_from_slice(&0u64.to_be_bytes());
+                    }
+                    (false, Some(n)) => {
                         out.push(1);
                         out.extend_from_slice(&n.to_be_bytes());
                     }
-                    None => {
+                    (false, None) => {
                         out.push(0);
                         out.extend_from_slice(&0u64.to_be_bytes());
                     }
@@ -601,15 +609,16 @@ impl Message {
                 let samples_per_frame = r.u32("samples per frame")?;
                 let known = r.u8("length flag")?;
                 let total = r.u64("total length")?;
-                let total_frames = match known {
-                    0 => None,
-                    1 => Some(total),
+                let (total_frames, live) = match known {
+                    0 => (None, false),
+                    1 => (Some(total), false),
+                    2 => (None, true),
                     v => {
                         return Err(Error::InvalidValue {
                             message: "StreamInfo",
                             field: "length flag",
                             value: v.into(),
-                            reason: "must be 0 or 1",
+                            reason: "must be 0, 1 or 2",
                         });
                     }
                 };
@@ -626,6 +635,7 @@ impl Message {
                     codec,
                     samples_per_frame,
                     total_frames,
+                    live,
                 };
                 info.validate()?;
                 Message::StreamInfo(info)
@@ -863,6 +873,7 @@ mod tests {
             codec: Codec::Pcm,
             samples_per_frame: 480,
             total_frames: Some(48_000),
+            live: false,
         }
     }
 
@@ -904,6 +915,21 @@ mod tests {
     }
 
     #[test]
+    fn a_live_stream_info_says_so_with_length_flag_2() {
+        let live = StreamInfo {
+            total_frames: None,
+            live: true,
+            ..info()
+        };
+        let mut out = Vec::new();
+        Message::StreamInfo(live).encode(&mut out).unwrap();
+        assert_eq!(out[14], 2, "the length flag");
+        assert_eq!(Message::decode(&out).unwrap(), Message::StreamInfo(live));
+        out[14] = 3;
+        assert!(Message::decode(&out).is_err());
+    }
+
+    #[test]
     fn opus_stream_info_layout_matches_docs_protocol_md() {
         // The annotated hex dump in docs/protocol.md is this message.
         let opus = StreamInfo {
@@ -913,6 +939,7 @@ mod tests {
             codec: Codec::Opus { pre_skip: 312 },
             samples_per_frame: 960,
             total_frames: None,
+            live: false,
         };
         let mut out = Vec::new();
         Message::StreamInfo(opus).encode_frame(&mut out).unwrap();
@@ -1113,6 +1140,7 @@ mod tests {
                         codec: Codec::Pcm,
                         samples_per_frame: spf,
                         total_frames: total,
+                        live: false,
                     })
                 }),
             (
@@ -1129,6 +1157,7 @@ mod tests {
                         codec: Codec::Opus { pre_skip },
                         samples_per_frame: spf,
                         total_frames: total,
+                        live: false,
                     })
                 }),
             (

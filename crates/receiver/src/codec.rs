@@ -267,6 +267,7 @@ mod tests {
             codec: Codec::Opus { pre_skip },
             samples_per_frame: spf,
             total_frames: None,
+            live: false,
         }
     }
 

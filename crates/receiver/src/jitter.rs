@@ -498,6 +498,7 @@ mod tests {
             codec: Codec::Pcm,
             samples_per_frame: SPF,
             total_frames: None,
+            live: false,
         }
     }
 
@@ -746,6 +747,7 @@ mod tests {
             codec: Codec::Opus { pre_skip },
             samples_per_frame: 960,
             total_frames: None,
+            live: false,
         };
         let mut jb = JitterBuffer::new(info, TargetPolicy::fixed(ms(20)));
         let packets: Vec<Audio> = (0..12u64)

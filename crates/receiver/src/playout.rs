@@ -6,11 +6,12 @@
 //! adds: what the jitter buffer holds plus what is queued downstream. Everything is measured in
 //! seconds on a monotonic clock the caller passes in, so tests run in virtual time.
 //!
-//! A live stream (one with no known length) that starts with more buffered than its target, as
+//! A live stream ([`StreamInfo::live`]: live input or a broadcast) that starts with more
+//! buffered than its target, as
 //! when the output device took a while to open and frames piled up meanwhile, *catches up*:
 //! for [`CATCH_UP_WINDOW`] after it starts, whole frames beyond the target are dropped unplayed
 //! (counted as `skipped`), where the controller alone would take seconds to drain the surplus
-//! at its 0.5 % rate limit. A file is never skipped: every sample of it plays.
+//! at its 0.5 % rate limit. A file, looping or not, is never skipped: every sample of it plays.
 
 use std::time::Duration;
 
@@ -73,7 +74,7 @@ impl Playout {
 
     fn with_jitter(info: StreamInfo, jitter: JitterBuffer) -> Self {
         Self {
-            live: info.total_frames.is_none(),
+            live: info.live,
             catch_up_until: None,
             frame: f64::from(info.samples_per_frame) / f64::from(info.sample_rate),
             jitter,
@@ -201,6 +202,7 @@ mod tests {
             codec: Codec::Pcm,
             samples_per_frame: SPF as u32,
             total_frames: None,
+            live: false,
         }
     }
 
@@ -345,11 +347,12 @@ mod tests {
     }
 
     /// A live stream whose first 120 ms piled up (the device took that long to open) plays from
-    /// near its 30 ms target at once, dropping the surplus; a file with the same start plays
-    /// every frame.
-    fn start_with_surplus(total_frames: Option<u64>) -> (u64, Vec<u64>) {
+    /// near its 30 ms target at once, dropping the surplus; a file, or a looping one, with the
+    /// same start plays every frame.
+    fn start_with_surplus(total_frames: Option<u64>, live: bool) -> (u64, Vec<u64>) {
         let info = StreamInfo {
             total_frames,
+            live,
             ..info()
         };
         let mut p = Playout::new(info, TargetPolicy::fixed(Duration::from_millis(30)));
@@ -381,7 +384,7 @@ mod tests {
 
     #[test]
     fn a_live_stream_with_a_surplus_at_the_start_catches_up() {
-        let (skipped, played) = start_with_surplus(None);
+        let (skipped, played) = start_with_surplus(None, true);
         // 120 ms buffered against 30 ms + a frame + 2 ms of slack: 7 frames go.
         assert_eq!(skipped, 7, "{played:?}");
         assert_eq!(played[0], 7, "the first frame played is the first one kept");
@@ -390,9 +393,16 @@ mod tests {
 
     #[test]
     fn a_file_with_a_surplus_at_the_start_plays_every_frame() {
-        let (skipped, played) = start_with_surplus(Some(48_000));
+        let (skipped, played) = start_with_surplus(Some(48_000), false);
         assert_eq!(skipped, 0);
         assert_eq!(played[..5], [0, 1, 2, 3, 4]);
         assert!(played.windows(2).all(|w| w[1] == w[0] + 1), "{played:?}");
+    }
+
+    #[test]
+    fn a_looping_file_with_a_surplus_at_the_start_plays_every_frame() {
+        let (skipped, played) = start_with_surplus(None, false);
+        assert_eq!(skipped, 0);
+        assert_eq!(played[..5], [0, 1, 2, 3, 4]);
     }
 }

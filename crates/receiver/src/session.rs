@@ -352,6 +352,7 @@ mod tests {
             codec: Codec::Pcm,
             samples_per_frame: 80,
             total_frames: Some(160),
+            live: false,
         }
     }
 

@@ -256,6 +256,7 @@ mod tests {
             codec: Codec::Pcm,
             samples_per_frame: 80,
             total_frames: None,
+            live: false,
         };
         c.receive(
             &framed(&Message::StreamInfo(info)),
@@ -295,6 +296,7 @@ mod tests {
             codec: Codec::Pcm,
             samples_per_frame: 80,
             total_frames: None,
+            live: false,
         };
         c.receive(&framed(&Message::StreamInfo(info)), Duration::ZERO, &mut ev);
         assert!(

@@ -144,6 +144,7 @@ mod tests {
             codec: Codec::Pcm,
             samples_per_frame: 100,
             total_frames: None,
+            live: false,
         };
         let mut rec = WavRecorder::create(&path, &info).unwrap();
         let samples: Vec<i32> = (0..700).map(|i| (i - 350) * 20_000).collect();

@@ -137,6 +137,8 @@ impl Hub {
                 (info, Origin::File(Box::new(frames)))
             }
         };
+        // Players join a broadcast where it stands: it is live (they may skip to catch up).
+        let info = StreamInfo { live: true, ..info };
         let keep = (config.max_preroll.as_secs_f64() * f64::from(info.sample_rate)).ceil() as u64;
         Ok(Arc::new(Self {
             info,

@@ -145,6 +145,7 @@ pub(crate) fn plan(
                 codec: Codec::Pcm,
                 samples_per_frame: 1,
                 total_frames: None,
+                live: false,
             };
             info.samples_per_frame =
                 samples_per_frame(config.frame_ms, info.sample_rate, info.bytes_per_frame())?;
@@ -212,6 +213,7 @@ pub(crate) fn plan(
                 codec: Codec::Opus { pre_skip },
                 samples_per_frame: spf,
                 total_frames: None,
+                live: false,
             })
         }
     }
