@@ -7,7 +7,8 @@
 //! read from `/proc/PID/stat` ([`procstat`]). [`report`] writes the results as JSON and a
 //! Markdown table and checks them against the targets; [`plot`] draws latency over
 //! time and its distribution to SVG. With a remote address it measures the user's own network
-//! instead ([`run::run_remote`]).
+//! instead ([`run::run_remote`]). Beside every cell, [`wakeup`] measures how late the machine
+//! wakes a sleeping thread, the floor under what any low-latency stream can do on it.
 //!
 //! The criterion micro-benchmarks of the hot paths are in `benches/benches/micro.rs`
 //! (`cargo bench -p audiowire-bench`); the side-by-side lab with other tools is
@@ -22,6 +23,7 @@ pub mod report;
 pub mod run;
 pub mod stats;
 pub mod suite;
+pub mod wakeup;
 
 pub use error::{Error, Result};
 pub use matrix::{Cell, Codec, Mode, Setting, Transport};

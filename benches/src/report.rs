@@ -37,6 +37,12 @@ pub struct Machine {
     pub kernel: String,
     /// Seconds since the Unix epoch at the start.
     pub started_unix: u64,
+    /// The real-time priority the bench's threads and its sender and player asked for (0: none).
+    pub rt_priority: u8,
+    /// Whether the system granted it to the bench's own threads.
+    pub rt_granted: bool,
+    /// How late the machine woke a sleeping thread over the whole run ([`crate::wakeup`]).
+    pub wakeups: Option<crate::wakeup::Lateness>,
 }
 
 impl Machine {
@@ -55,7 +61,26 @@ impl Machine {
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            rt_priority: 0,
+            rt_granted: false,
+            wakeups: None,
         }
+    }
+
+    /// What the wake-up probe saw, in words, for the report.
+    pub fn wakeup_line(&self) -> Option<String> {
+        let w = self.wakeups.as_ref()?;
+        let priority = match (self.rt_priority, self.rt_granted) {
+            (0, _) => "ordinary scheduling (--rt-priority 0)".to_string(),
+            (p, true) => format!("real-time priority {p}, as the sender's and player's threads"),
+            (p, false) => {
+                format!("real-time priority {p} asked for and refused: ordinary scheduling")
+            }
+        };
+        Some(format!(
+            "Timer wake-ups during the run (a thread of the bench sleeping to deadlines 1 ms apart, {priority}): {}.",
+            w.line()
+        ))
     }
 
     /// Notes the load at the end.
@@ -63,6 +88,18 @@ impl Machine {
         self.load_end = std::fs::read_to_string("/proc/loadavg")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
+    }
+}
+
+fn wake_json(w: Option<&crate::wakeup::Lateness>) -> Value {
+    match w {
+        None => Value::Null,
+        Some(w) => json!({
+            "count": w.count,
+            "late_ms": lat_json(Some(w.late_ms)),
+            "late_2ms_or_more": w.over_2ms,
+            "late_5ms_or_more": w.over_5ms,
+        }),
     }
 }
 
@@ -180,6 +217,7 @@ impl Report {
                     "cpu_per_audio_s": {"sender": r.cpu_sender, "player": r.cpu_player},
                     "network_p99_ms": r.network_p99_ms,
                     "network_lost": r.network_lost,
+                    "wakeups": wake_json(r.wakeups.as_ref()),
                 })
             })
             .collect();
@@ -209,6 +247,9 @@ impl Report {
                 "kernel": self.machine.kernel,
                 "loadavg_start": self.machine.load_start,
                 "loadavg_end": self.machine.load_end,
+                "rt_priority": self.machine.rt_priority,
+                "rt_granted": self.machine.rt_granted,
+                "wakeups": wake_json(self.machine.wakeups.as_ref()),
             },
             "wall_s": self.wall_s,
             "relay_seed": crate::run::SEED,
@@ -309,12 +350,16 @@ impl Report {
                 Check {
                     target: "clean loopback, PCM/UDP, 1 ms frames: added latency p99 ≤ 3 ms, no underrun over 60 s".into(),
                     measured: format!(
-                        "p99 {} ms (p50 {} ms), {} underruns over {:.0} s ({})",
+                        "p99 {} ms (p50 {} ms), {} underruns over {:.0} s ({}){}",
                         f(p99, 1),
                         f(r.latency.map(|d| d.p50), 1),
                         r.underruns,
                         r.audio_s,
-                        r.cell.setting.name()
+                        r.cell.setting.name(),
+                        r.wakeups.map_or(String::new(), |w| format!(
+                            "; meanwhile the machine woke a sleeping thread 2 ms or more late {} times, 5 ms or more {} times (max {:.1} ms)",
+                            w.over_2ms, w.over_5ms, w.late_ms.max
+                        ))
                     ),
                     verdict: match (pass, r.audio_s >= targets::LOOPBACK_SECONDS - 0.5) {
                         (false, _) => Verdict::Missed,
@@ -435,6 +480,9 @@ impl Report {
                 crate::run::CLIP_CHANNELS,
             );
         }
+        if let Some(line) = m.wakeup_line() {
+            let _ = writeln!(s, "{line}\n");
+        }
         s.push_str(&self.table());
         if !self.cells.is_empty() {
             s.push_str("\n| target | measured | verdict |\n|---|---|---|\n");
@@ -518,6 +566,7 @@ mod tests {
             cpu_sender: Some(0.004),
             cpu_player: Some(0.01),
             network_p99_ms: crate::stats::network_delay_quantile_ms(&network.config(), 0.99),
+            wakeups: None,
             network_lost: 0,
             trace: vec![(0.0, p50)],
         }

@@ -63,6 +63,8 @@ pub struct CellResult {
     pub network_lost: u64,
     /// Latency over time: (s since the player started, ms).
     pub trace: Vec<(f64, f64)>,
+    /// How late the machine woke a sleeping thread during the cell ([`crate::wakeup`]).
+    pub wakeups: Option<crate::wakeup::Lateness>,
 }
 
 impl CellResult {
@@ -84,6 +86,7 @@ impl CellResult {
             cpu_player: None,
             network_lost: 0,
             trace: Vec::new(),
+            wakeups: None,
         }
     }
 }
@@ -95,6 +98,8 @@ pub struct Runner {
     pub exe: PathBuf,
     /// Where clips, recordings and logs go.
     pub work: PathBuf,
+    /// The real-time priority the sender and player ask for (`--rt-priority`; 0: none).
+    pub rt_priority: u8,
 }
 
 /// A bench clip: a quiet 440 Hz tone, 48 kHz stereo s16, `seconds` long.
@@ -305,12 +310,14 @@ impl Runner {
         Ok(Self {
             exe: exe.into(),
             work,
+            rt_priority: 0,
         })
     }
 
     fn command(&self) -> Command {
         let mut c = Command::new(&self.exe);
         c.stdin(Stdio::null());
+        c.args(["--rt-priority", &self.rt_priority.to_string()]);
         c
     }
 
@@ -441,6 +448,7 @@ impl Runner {
             network_p99_ms: network_delay_quantile_ms(&cell.network.config(), 0.99),
             network_lost,
             trace,
+            wakeups: None,
         })
     }
 }

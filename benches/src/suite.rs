@@ -29,6 +29,10 @@ pub struct Options {
     pub remote: Option<String>,
     /// With `remote`: the transports to try (the remote serves each on the same port).
     pub transports: Vec<Transport>,
+    /// The real-time priority the sender and player ask for (`--rt-priority`; 0: none).
+    pub rt_priority: u8,
+    /// Whether this process's threads were granted it (so the wake-up probe runs at it).
+    pub rt_granted: bool,
 }
 
 /// What a run wrote.
@@ -61,7 +65,12 @@ pub fn run(
     std::fs::create_dir_all(&options.out)
         .map_err(io(format!("creating {}", options.out.display())))?;
     let work = std::env::temp_dir().join(format!("audiowire-bench-{}", std::process::id()));
-    let runner = Runner::new(&options.exe, &work)?;
+    let mut runner = Runner::new(&options.exe, &work)?;
+    runner.rt_priority = options.rt_priority;
+    machine.rt_priority = options.rt_priority;
+    machine.rt_granted = options.rt_granted;
+    // Started from this thread, the probe runs at its priority (real-time where granted).
+    let probe = crate::wakeup::Probe::start().map_err(io("starting the wake-up probe"))?;
     let mut cells = Vec::new();
     let mut remote = Vec::new();
     let mode = if options.remote.is_some() {
@@ -107,7 +116,9 @@ pub fn run(
                 break;
             }
             log(&format!("[{}/{}] {cell}", i + 1, todo.len()));
-            let r = runner.run_cell(cell);
+            let mark = probe.mark();
+            let mut r = runner.run_cell(cell);
+            r.wakeups = probe.since(mark);
             log(&match (&r.error, r.latency) {
                 (Some(e), _) => format!("  failed: {e}"),
                 (None, Some(l)) => format!(
@@ -127,6 +138,7 @@ pub fn run(
         }
     }
     machine.finish();
+    machine.wakeups = probe.finish();
     let report = Report {
         mode: mode.into(),
         machine,

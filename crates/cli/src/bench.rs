@@ -65,6 +65,8 @@ pub fn run(args: &BenchArgs, shutdown: &AtomicBool) -> Result<()> {
         out: args.out.clone(),
         remote: args.remote.clone(),
         transports,
+        rt_priority: audiowire_transport::realtime::priority(),
+        rt_granted: audiowire_transport::realtime::granted(),
     };
     let stop = || shutdown.load(Ordering::Relaxed);
     let written = audiowire_bench::run(&options, &mut |line| eprintln!("{line}"), &stop)?;

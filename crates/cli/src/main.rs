@@ -29,6 +29,11 @@ struct Cli {
     /// Only warnings and errors on stderr.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// The real-time (SCHED_FIFO) priority, 1-99, for the threads that keep audio on time when
+    /// sending, playing, simulating a network or benching; 0: ordinary threads. Needs an rtprio
+    /// limit (or root); without one audiowire says so and runs as ordinary threads.
+    #[arg(long, global = true, value_name = "PRIORITY", default_value_t = audiowire_transport::realtime::DEFAULT_PRIORITY, value_parser = clap::value_parser!(u8).range(0..=99))]
+    rt_priority: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -291,8 +296,30 @@ fn shutdown_flag() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
+/// Asks for real-time scheduling for this thread, and so for every thread it starts after this
+/// (they inherit it): the pacing, receiving and clock threads of a sender, a player, the network
+/// simulator and the bench. A refusal is said once and changes nothing else.
+fn realtime(priority: u8) {
+    audiowire_transport::realtime::set_priority(priority);
+    match audiowire_transport::realtime::promote_current_thread() {
+        Ok(true) => tracing::debug!("audio threads run at real-time priority {priority}"),
+        Ok(false) => {}
+        Err(e) => tracing::info!("{e}"),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     let shutdown = shutdown_flag()?;
+    if matches!(
+        cli.command,
+        Command::Send { .. }
+            | Command::Play { .. }
+            | Command::Demo { .. }
+            | Command::Netsim(_)
+            | Command::Bench(_)
+    ) {
+        realtime(cli.rt_priority);
+    }
     match cli.command {
         Command::Send {
             file,

@@ -1,4 +1,4 @@
-//! The transport's one error type. Every message is one line that says what happened and what
+//! The transport's one error type (connections, and `realtime`'s refusal). Every message is one line that says what happened and what
 //! to check.
 
 use std::io;
@@ -77,6 +77,19 @@ pub enum Error {
         what: String,
         /// The system's error.
         error: io::Error,
+    },
+    /// The system would not run an audio thread under real-time scheduling (`realtime`).
+    #[error(
+        "could not give the audio threads real-time priority {priority} ({reason}); they run as \
+         ordinary threads, which a busy machine can delay into dropouts. Allow it with an rtprio \
+         limit (e.g. `@audio - rtprio 95` in /etc/security/limits.d/audio.conf, and the user in \
+         group audio), or pass --rt-priority 0 to not ask"
+    )]
+    Realtime {
+        /// The SCHED_FIFO priority asked for.
+        priority: u8,
+        /// What the system said.
+        reason: String,
     },
 }
 

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod realtime;
 pub mod rfcomm;
 
 use std::io::{self, Read, Write};
