@@ -41,6 +41,11 @@ pub struct TargetPolicy {
     pub window: Duration,
     /// How fast the target may fall, in seconds per second.
     pub fall_rate: f64,
+    /// On a lossy transport (UDP): how much of the stream may be concealed as lost when the
+    /// next frame is missing and nothing is buffered behind it, before the buffer stalls. The
+    /// timeline is kept, as a lost frame's is, and the frame is dropped as late if it comes
+    /// after all. Zero (reliable transports, and the default): stall at once, skipping nothing.
+    pub bridge: Duration,
 }
 
 impl TargetPolicy {
@@ -63,6 +68,7 @@ impl TargetPolicy {
             quantile: 0.98,
             window: Duration::from_secs(5),
             fall_rate: 0.004,
+            bridge: Duration::ZERO,
         }
     }
 }
@@ -144,6 +150,8 @@ pub struct JitterBuffer {
     next_position: u64,
     started: bool,
     stalled: bool,
+    /// Sample frames concealed in a row with nothing buffered (see [`TargetPolicy::bridge`]).
+    bridged: u64,
     end: Option<u64>,
     /// Sequence numbers concealed recently (to tell late from duplicate).
     concealed_recent: VecDeque<u64>,
@@ -192,6 +200,7 @@ impl JitterBuffer {
             next_position: 0,
             started: false,
             stalled: false,
+            bridged: 0,
             end: None,
             concealed_recent: VecDeque::new(),
             transits: VecDeque::new(),
@@ -249,6 +258,11 @@ impl JitterBuffer {
 
     fn frame_samples(&self) -> u64 {
         u64::from(self.info.samples_per_frame)
+    }
+
+    /// [`TargetPolicy::bridge`] in the stream's sample frames.
+    fn bridge_samples(&self) -> u64 {
+        (self.policy.bridge.as_secs_f64() * f64::from(self.info.sample_rate)).round() as u64
     }
 
     /// Files one frame that arrived at `arrival` (any monotonic clock).
@@ -418,6 +432,7 @@ impl JitterBuffer {
         if let Some(f) = self.frames.remove(&self.next_seq) {
             let seq = self.next_seq;
             self.stalled = false;
+            self.bridged = 0;
             self.next_seq += 1;
             let frames = self.info.frames_in(&f.payload).unwrap_or(0);
             self.next_position = f.position + frames;
@@ -432,7 +447,13 @@ impl JitterBuffer {
             };
         }
         let successor = self.frames.iter().next().map(|(_, f)| f.position);
-        if successor.is_some() || self.end.is_some() {
+        // Nothing behind it on a lossy transport: most likely late or lost, so bridge it like a
+        // gap (the timeline kept) for as long as the policy allows, then stall.
+        let bridge = successor.is_none()
+            && self.end.is_none()
+            && !self.stalled
+            && self.bridged < self.bridge_samples();
+        if successor.is_some() || self.end.is_some() || bridge {
             // A gap: this frame is lost (or so late it no longer matters). Conceal and skip.
             let limit = successor.or(self.end).unwrap_or(u64::MAX);
             let frames = self
@@ -460,6 +481,11 @@ impl JitterBuffer {
             self.next_seq += 1;
             self.next_position += frames;
             self.stalled = false;
+            if bridge {
+                self.bridged += frames;
+            } else {
+                self.bridged = 0;
+            }
             return Popped::Frame {
                 sequence: seq,
                 position,
@@ -693,6 +719,71 @@ mod tests {
             fell >= ms(6) && fell <= ms(12),
             "fell {fell:?} from {rough:?}"
         );
+    }
+
+    #[test]
+    fn with_a_bridge_a_missing_frame_with_nothing_behind_it_is_concealed_and_keeps_the_timeline() {
+        let mut policy = TargetPolicy::fixed(ms(10));
+        policy.bridge = ms(20);
+        let mut jb = JitterBuffer::new(info(), policy);
+        jb.push(frame(0), ms(0));
+        jb.push(frame(1), ms(10));
+        assert!(matches!(jb.pop(), Popped::Frame { sequence: 0, .. }));
+        assert!(matches!(jb.pop(), Popped::Frame { sequence: 1, .. }));
+        // Frame 2 is late and nothing is behind it: concealed in its place, not a stall.
+        match jb.pop() {
+            Popped::Frame {
+                sequence,
+                position,
+                concealed,
+                ..
+            } => assert_eq!((sequence, position, concealed), (2, 2 * 480, true)),
+            other => panic!("expected a concealed frame 2, got {other:?}"),
+        }
+        // It comes after all: dropped as late; frame 3 plays in its own place.
+        jb.push(frame(2), ms(35));
+        jb.push(frame(3), ms(36));
+        assert!(matches!(
+            jb.pop(),
+            Popped::Frame {
+                sequence: 3,
+                position: 1440,
+                concealed: false,
+                ..
+            }
+        ));
+        let s = jb.stats();
+        assert_eq!((s.lost, s.late, s.underruns), (1, 1, 0));
+        // A sender that stops: 20 ms (two frames) are bridged, then the buffer stalls.
+        assert!(matches!(
+            jb.pop(),
+            Popped::Frame {
+                sequence: 4,
+                concealed: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            jb.pop(),
+            Popped::Frame {
+                sequence: 5,
+                concealed: true,
+                ..
+            }
+        ));
+        assert!(matches!(jb.pop(), Popped::Stall { .. }));
+        assert!(matches!(jb.pop(), Popped::Stall { .. }));
+        assert_eq!(jb.stats().underruns, 1);
+        // When frames come again, the stream goes on from where it stalled.
+        jb.push(frame(6), ms(100));
+        assert!(matches!(
+            jb.pop(),
+            Popped::Frame {
+                sequence: 6,
+                concealed: false,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -50,6 +50,11 @@ const MARGIN_CALM: Duration = Duration::from_secs(10);
 /// will not make it, in seconds. It wakes up that long before the callback the ring cannot
 /// cover (see `Pipeline::poll_wait`), so this is scheduling slack only.
 pub const FEED_SLACK: f64 = 0.001;
+
+/// How much of a UDP stream the jitter buffer conceals in a row, with nothing buffered, before
+/// it stalls (see [`TargetPolicy::bridge`]): longer than the late frames of a jittery network,
+/// shorter than a sender that stopped.
+pub const UDP_BRIDGE: Duration = Duration::from_millis(40);
 /// The default highest adaptive target.
 pub const DEFAULT_LATENCY_MAX: Duration = Duration::from_secs(1);
 
@@ -158,11 +163,18 @@ impl PlayerConfig {
     }
 
     fn policy(&self) -> TargetPolicy {
-        if self.pinned {
+        let mut policy = if self.pinned {
             TargetPolicy::fixed(self.latency)
         } else {
             TargetPolicy::adaptive(self.latency_min, self.latency, self.latency_max)
+        };
+        // Over UDP a frame that is not here when its turn comes, with nothing behind it, is
+        // late or lost: conceal it and keep the timeline, as for any lost frame, rather than
+        // stall and play everything after it later. A longer silence stalls as over TCP.
+        if self.transport == Transport::Udp {
+            policy.bridge = UDP_BRIDGE;
         }
+        policy
     }
 }
 
