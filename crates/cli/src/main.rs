@@ -115,7 +115,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "tcp")]
         transport: LinkArg,
         /// Pin the target latency (e.g. 50, 50ms, 0.2s). Without it the target adapts to the
-        /// network, starting at 20 ms, within --latency-min and --latency-max.
+        /// network, starting at 10 ms, within --latency-min and --latency-max.
         #[arg(long, value_parser = parse_duration)]
         latency: Option<Duration>,
         /// The lowest adaptive target latency (beyond it, the target never goes below the
