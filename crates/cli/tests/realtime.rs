@@ -1,6 +1,10 @@
 //! `--rt-priority`: the sender's and player's threads run under SCHED_FIFO at the priority
 //! asked for where the system allows it (root with CAP_SYS_NICE, or an rtprio limit), and as
 //! ordinary threads with `--rt-priority 0`. Read back from the kernel, per thread.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
 
 mod common;
 
@@ -10,8 +14,11 @@ use std::time::Duration;
 
 use common::{Sender, bin, clip, tmpdir, wait_until};
 
-/// (name, policy, rt_priority) of every thread of `pid`: policy 0 is SCHED_OTHER, 1 SCHED_FIFO.
-fn threads(pid: u32) -> Vec<(String, u32, u32)> {
+/// A thread's name, scheduling policy (0 SCHED_OTHER, 1 SCHED_FIFO) and real-time priority.
+type Thread = (String, u32, u32);
+
+/// Every thread of `pid`.
+fn threads(pid: u32) -> Vec<Thread> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
@@ -70,7 +77,7 @@ fn play_briefly(addr: &str, out: &Path, rt: &str) -> std::process::Child {
 
 /// Starts a looping sender and a player at `rt`, waits until both have their streaming threads,
 /// and returns each one's threads.
-fn threads_of_a_stream(rt: &str, name: &str) -> (Vec<(String, u32, u32)>, Vec<(String, u32, u32)>) {
+fn threads_of_a_stream(rt: &str, name: &str) -> (Vec<Thread>, Vec<Thread>) {
     let dir = tmpdir(name);
     let sender = Sender::start(
         &clip("clicks-48k-s16-mono.wav"),

@@ -42,6 +42,12 @@ pub trait Decoder: std::fmt::Debug + Send {
     /// move on, so the codec's state must not either; the next frame decoded is the next one
     /// of the stream.
     fn fill(&mut self, frames: usize) -> Vec<u8>;
+
+    /// Whether a lost frame can be rebuilt from the frame after it (Opus's in-band FEC), so
+    /// that having that frame buffered when the loss is found is worth a frame of latency.
+    fn recovers_from_next(&self) -> bool {
+        false
+    }
 }
 
 /// The decoder for a stream's codec.
@@ -229,6 +235,10 @@ impl OpusDecoder {
 }
 
 impl Decoder for OpusDecoder {
+    fn recovers_from_next(&self) -> bool {
+        true
+    }
+
     fn decode(&mut self, payload: Vec<u8>) -> Vec<u8> {
         let frames = audiowire_protocol::opus::packet_samples(&payload)
             .map_or(self.info.samples_per_frame as usize, |n| n as usize);

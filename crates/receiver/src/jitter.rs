@@ -152,6 +152,13 @@ pub struct JitterBuffer {
     stalled: bool,
     /// Sample frames concealed in a row with nothing buffered (see [`TargetPolicy::bridge`]).
     bridged: u64,
+    /// Losses counted at the last target update, and when the last new one was seen.
+    losses_seen: u64,
+    last_loss: Option<Duration>,
+    /// Frames are being lost and the codec rebuilds them from the next frame: the target
+    /// holds one frame more, and an empty buffer stalls (fills that frame at once) rather
+    /// than bridging.
+    fec_wanted: bool,
     end: Option<u64>,
     /// Sequence numbers concealed recently (to tell late from duplicate).
     concealed_recent: VecDeque<u64>,
@@ -201,6 +208,9 @@ impl JitterBuffer {
             started: false,
             stalled: false,
             bridged: 0,
+            losses_seen: 0,
+            last_loss: None,
+            fec_wanted: false,
             end: None,
             concealed_recent: VecDeque::new(),
             transits: VecDeque::new(),
@@ -375,8 +385,20 @@ impl JitterBuffer {
             }
         };
         let frame = self.frame_samples() as f64 / f64::from(self.info.sample_rate);
-        let wanted = (q.max(0.0) + frame / 2.0 + 0.002)
-            .max(self.floor)
+        // Over a lossy link, while frames are being lost, a codec that rebuilds a lost frame
+        // from the next one (Opus FEC) needs that next frame here when the loss is found: one
+        // frame more, the price of in-band FEC. Without losses (no FEC sent) nothing is added.
+        if self.stats.lost > self.losses_seen {
+            self.losses_seen = self.stats.lost;
+            self.last_loss = Some(now);
+        }
+        self.fec_wanted = !self.policy.bridge.is_zero()
+            && self.decoder.recovers_from_next()
+            && self
+                .last_loss
+                .is_some_and(|t| now.saturating_sub(t) < self.policy.window);
+        let fec = if self.fec_wanted { frame } else { 0.0 };
+        let wanted = ((q.max(0.0) + frame / 2.0 + 0.002).max(self.floor) + fec)
             .clamp(self.policy.min.as_secs_f64(), self.policy.max.as_secs_f64());
         let dt = self
             .last_target_update
@@ -452,10 +474,16 @@ impl JitterBuffer {
         let bridge = successor.is_none()
             && self.end.is_none()
             && !self.stalled
-            && self.bridged < self.bridge_samples();
+            && !self.fec_wanted
+            && self.bridged < self.bridge_samples()
+            // Never past a known length: a file's last frames are followed by silence, not loss.
+            && self.info.total_frames.is_none_or(|t| self.next_position < t);
         if successor.is_some() || self.end.is_some() || bridge {
             // A gap: this frame is lost (or so late it no longer matters). Conceal and skip.
-            let limit = successor.or(self.end).unwrap_or(u64::MAX);
+            let limit = successor
+                .or(self.end)
+                .or(self.info.total_frames)
+                .unwrap_or(u64::MAX);
             let frames = self
                 .frame_samples()
                 .min(limit.saturating_sub(self.next_position))
@@ -784,6 +812,22 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_bridge_never_runs_past_a_known_length() {
+        let mut policy = TargetPolicy::fixed(ms(10));
+        policy.bridge = ms(40);
+        let mut known = info();
+        known.total_frames = Some(2 * 480);
+        let mut jb = JitterBuffer::new(known, policy);
+        jb.push(frame(0), ms(0));
+        jb.push(frame(1), ms(10));
+        assert!(matches!(jb.pop(), Popped::Frame { sequence: 0, .. }));
+        assert!(matches!(jb.pop(), Popped::Frame { sequence: 1, .. }));
+        // The file's frames are all out and its End has not come yet: wait, nothing made up.
+        assert!(matches!(jb.pop(), Popped::Stall { .. }));
+        assert_eq!(jb.stats().lost, 0);
     }
 
     #[test]
