@@ -152,6 +152,8 @@ pub struct JitterBuffer {
     stalled: bool,
     /// Sample frames concealed in a row with nothing buffered (see [`TargetPolicy::bridge`]).
     bridged: u64,
+    /// Where playout started: the first [`BRIDGE_AFTER`] of playout stalls, never bridges.
+    first_position: Option<u64>,
     /// Losses counted at the last target update, and when the last new one was seen.
     losses_seen: u64,
     last_loss: Option<Duration>,
@@ -181,6 +183,9 @@ pub struct JitterBuffer {
 
 /// How often the target's quantile is taken afresh (unless a frame comes later than it covers).
 const QUANTILE_EVERY: Duration = Duration::from_millis(20);
+/// How much of the stream plays before a missing frame may be bridged (see
+/// [`TargetPolicy::bridge`]).
+const BRIDGE_AFTER: Duration = Duration::from_secs(2);
 
 /// How many recent concealed sequence numbers are remembered.
 const RECENT: usize = 4096;
@@ -208,6 +213,7 @@ impl JitterBuffer {
             started: false,
             stalled: false,
             bridged: 0,
+            first_position: None,
             losses_seen: 0,
             last_loss: None,
             fec_wanted: false,
@@ -455,6 +461,7 @@ impl JitterBuffer {
             let seq = self.next_seq;
             self.stalled = false;
             self.bridged = 0;
+            self.first_position.get_or_insert(f.position);
             self.next_seq += 1;
             let frames = self.info.frames_in(&f.payload).unwrap_or(0);
             self.next_position = f.position + frames;
@@ -476,6 +483,12 @@ impl JitterBuffer {
             && !self.stalled
             && !self.fec_wanted
             && self.bridged < self.bridge_samples()
+            // While the target is still learning the network (the first 2 s), a late frame says
+            // it is too low: stalling raises the level to what is needed at once.
+            && self.first_position.is_some_and(|p| {
+                self.next_position.saturating_sub(p)
+                    >= (BRIDGE_AFTER.as_secs_f64() * f64::from(self.info.sample_rate)) as u64
+            })
             // Never past a known length: a file's last frames are followed by silence, not loss.
             && self.info.total_frames.is_none_or(|t| self.next_position < t);
         if successor.is_some() || self.end.is_some() || bridge {
@@ -755,38 +768,44 @@ mod tests {
         policy.bridge = ms(20);
         let mut jb = JitterBuffer::new(info(), policy);
         jb.push(frame(0), ms(0));
-        jb.push(frame(1), ms(10));
         assert!(matches!(jb.pop(), Popped::Frame { sequence: 0, .. }));
-        assert!(matches!(jb.pop(), Popped::Frame { sequence: 1, .. }));
-        // Frame 2 is late and nothing is behind it: concealed in its place, not a stall.
+        // In the first 2 s an empty buffer stalls (the target is still learning the network).
+        assert!(matches!(jb.pop(), Popped::Stall { .. }));
+        assert_eq!(jb.stats().underruns, 1);
+        // 2 s of frames on time.
+        for seq in 1..=200 {
+            jb.push(frame(seq), ms(seq * 10));
+            assert!(matches!(jb.pop(), Popped::Frame { sequence, .. } if sequence == seq));
+        }
+        // Frame 201 is late and nothing is behind it: concealed in its place, not a stall.
         match jb.pop() {
             Popped::Frame {
                 sequence,
                 position,
                 concealed,
                 ..
-            } => assert_eq!((sequence, position, concealed), (2, 2 * 480, true)),
-            other => panic!("expected a concealed frame 2, got {other:?}"),
+            } => assert_eq!((sequence, position, concealed), (201, 201 * 480, true)),
+            other => panic!("expected a concealed frame 201, got {other:?}"),
         }
-        // It comes after all: dropped as late; frame 3 plays in its own place.
-        jb.push(frame(2), ms(35));
-        jb.push(frame(3), ms(36));
+        // It comes after all: dropped as late; frame 202 plays in its own place.
+        jb.push(frame(201), ms(2025));
+        jb.push(frame(202), ms(2026));
         assert!(matches!(
             jb.pop(),
             Popped::Frame {
-                sequence: 3,
-                position: 1440,
+                sequence: 202,
+                position: 96_960,
                 concealed: false,
                 ..
             }
         ));
         let s = jb.stats();
-        assert_eq!((s.lost, s.late, s.underruns), (1, 1, 0));
+        assert_eq!((s.lost, s.late, s.underruns), (1, 1, 1));
         // A sender that stops: 20 ms (two frames) are bridged, then the buffer stalls.
         assert!(matches!(
             jb.pop(),
             Popped::Frame {
-                sequence: 4,
+                sequence: 203,
                 concealed: true,
                 ..
             }
@@ -794,20 +813,20 @@ mod tests {
         assert!(matches!(
             jb.pop(),
             Popped::Frame {
-                sequence: 5,
+                sequence: 204,
                 concealed: true,
                 ..
             }
         ));
         assert!(matches!(jb.pop(), Popped::Stall { .. }));
         assert!(matches!(jb.pop(), Popped::Stall { .. }));
-        assert_eq!(jb.stats().underruns, 1);
+        assert_eq!(jb.stats().underruns, 2);
         // When frames come again, the stream goes on from where it stalled.
-        jb.push(frame(6), ms(100));
+        jb.push(frame(205), ms(2100));
         assert!(matches!(
             jb.pop(),
             Popped::Frame {
-                sequence: 6,
+                sequence: 205,
                 concealed: false,
                 ..
             }
@@ -819,12 +838,13 @@ mod tests {
         let mut policy = TargetPolicy::fixed(ms(10));
         policy.bridge = ms(40);
         let mut known = info();
-        known.total_frames = Some(2 * 480);
+        known.total_frames = Some(201 * 480);
         let mut jb = JitterBuffer::new(known, policy);
-        jb.push(frame(0), ms(0));
-        jb.push(frame(1), ms(10));
-        assert!(matches!(jb.pop(), Popped::Frame { sequence: 0, .. }));
-        assert!(matches!(jb.pop(), Popped::Frame { sequence: 1, .. }));
+        // 2 s and a frame: the whole file, on time.
+        for seq in 0..=200 {
+            jb.push(frame(seq), ms(seq * 10));
+            assert!(matches!(jb.pop(), Popped::Frame { sequence, .. } if sequence == seq));
+        }
         // The file's frames are all out and its End has not come yet: wait, nothing made up.
         assert!(matches!(jb.pop(), Popped::Stall { .. }));
         assert_eq!(jb.stats().lost, 0);
