@@ -9,16 +9,21 @@
 //! frames are numbered from its own start (sequence 0, position 0, or where a resuming player
 //! left off), so the player's checks are the same as for a file. A player whose queue fills
 //! (it cannot keep up) is dropped; it never holds the others back.
+//!
+//! A UDP player's frames do not go through a queue: the producer sends them itself, as soon as
+//! each is made ([`Subscription::stream_direct`]), since a datagram's send does not wait for the
+//! player. A frame then wakes one thread fewer (the producer's, not also the player's), which
+//! is most of what a live stream costs when frames are a few milliseconds long.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use audiowire_protocol::auth::Cipher;
 use audiowire_protocol::{Audio, Codec, StreamInfo};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
 use ringbuf::traits::{Consumer, Observer};
 use tracing::{info, warn};
 
@@ -60,7 +65,7 @@ impl std::fmt::Debug for Origin {
 #[derive(Debug, Default)]
 struct State {
     history: VecDeque<Arc<Frame>>,
-    subscribers: Vec<Sender<Arc<Frame>>>,
+    subscribers: Vec<Subscriber>,
     /// The broadcast is over (the file ended, or the device failed).
     ended: bool,
 }
@@ -213,15 +218,39 @@ impl Hub {
         {
             st.history.pop_front();
         }
-        st.subscribers
-            .retain(|tx| match tx.try_send(Arc::clone(&frame)) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    warn!("a player cannot keep up with the live stream: dropped");
-                    false
+        st.subscribers.retain_mut(|s| s.deliver(&frame));
+    }
+
+    /// Adds a player: the latest `want` sample frames of history at once (at least the newest
+    /// frame), then every new frame.
+    fn join(&self, want: u64, mut sub: Subscriber) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        if let Some(newest) = st.history.back() {
+            let end = newest.position + u64::from(newest.frames);
+            for f in st
+                .history
+                .iter()
+                .filter(|f| end - f.position <= want.max(u64::from(f.frames)))
+            {
+                if !sub.deliver(f) {
+                    return;
                 }
-                Err(TrySendError::Disconnected(_)) => false,
-            });
+            }
+        }
+        if !st.ended {
+            st.subscribers.push(sub);
+        }
+    }
+
+    /// Removes the player the producer sends to through `shared`; once this returns, nothing
+    /// more is sent to it.
+    fn leave(&self, shared: &Arc<DirectShared>) {
+        if let Ok(mut st) = self.state.lock() {
+            st.subscribers
+                .retain(|s| !matches!(s, Subscriber::Direct(d) if Arc::ptr_eq(&d.shared, shared)));
+        }
     }
 
     fn finish(&self) {
@@ -232,39 +261,23 @@ impl Hub {
         }
     }
 
-    /// A new player's view of the stream: the latest `preroll` of frames at once, then each new
-    /// one, numbered from `resume`.
+    /// A new player's view of the stream: once it streams, the latest `preroll` of frames at
+    /// once, then each new one, numbered from `resume`.
     pub fn subscribe(self: &Arc<Self>, preroll: Duration, resume: Resume) -> Subscription {
-        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
         let want = (preroll.as_secs_f64() * f64::from(self.info.sample_rate)).round() as u64;
-        if let Ok(mut st) = self.state.lock() {
-            if let Some(newest) = st.history.back() {
-                let end = newest.position + u64::from(newest.frames);
-                for f in st
-                    .history
-                    .iter()
-                    .filter(|f| end - f.position <= want.max(u64::from(f.frames)))
-                {
-                    let _ = tx.try_send(Arc::clone(f));
-                }
-            }
-            if !st.ended {
-                st.subscribers.push(tx);
-            }
-        }
         self.progress.players.fetch_add(1, Ordering::Relaxed);
         Subscription {
             hub: Arc::clone(self),
-            rx,
+            want,
             resume,
-            base: None,
         }
     }
 
     /// The file, paced in real time from absolute deadlines (no pre-roll: the players' pre-roll
     /// comes from the history).
     fn run_file(&self, mut frames: FileFrames, shutdown: &AtomicBool) -> Result<()> {
-        let pacer = Pacer::new(self.info.sample_rate, Duration::ZERO);
+        let pacer =
+            Pacer::new(self.info.sample_rate, Duration::ZERO).grouped(frames.pacing_group());
         let start = Instant::now();
         let start_us = unix_micros();
         let mut position = 0u64;
@@ -439,14 +452,144 @@ pub fn input_frame_ms(config: &ServerConfig, user: Option<f64>) -> Result<f64> {
     }
 }
 
+/// Sends one datagram to a player: what the producer calls for a [`Subscriber::Direct`].
+pub(crate) type Sink = Box<dyn FnMut(&[u8]) -> std::io::Result<()> + Send>;
+
+/// How the producer's frames reach one player.
+enum Subscriber {
+    /// Through a queue, to the player's own thread (TCP and RFCOMM, whose writes may block).
+    Queue(Sender<Arc<Frame>>),
+    /// Sent by the producer itself, as soon as made (UDP).
+    Direct(Box<Direct>),
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subscriber::Queue(_) => f.write_str("Queue"),
+            Subscriber::Direct(d) => write!(f, "Direct(sequence {})", d.numbering.sequence),
+        }
+    }
+}
+
+impl Subscriber {
+    /// Passes `frame` on; false when the player is to be let go (it cannot keep up, it is gone,
+    /// or sending to it failed).
+    fn deliver(&mut self, frame: &Arc<Frame>) -> bool {
+        match self {
+            Subscriber::Queue(tx) => match tx.try_send(Arc::clone(frame)) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    warn!("a player cannot keep up with the live stream: dropped");
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            },
+            Subscriber::Direct(d) => d.send(frame),
+        }
+    }
+}
+
+/// Numbers one player's frames from its own start (or where a resuming player left off).
+#[derive(Debug)]
+struct Numbering {
+    resume: Resume,
+    /// The broadcast position of the player's first frame.
+    base: Option<u64>,
+    /// The next frame's sequence number.
+    sequence: u64,
+    /// Where the next frame starts, in the player's numbering.
+    position: u64,
+}
+
+impl Numbering {
+    fn new(resume: Resume) -> Self {
+        Self {
+            resume,
+            base: None,
+            sequence: resume.sequence,
+            position: resume.position,
+        }
+    }
+
+    /// Encodes `frame` as the player's next `Audio` message into `out`, sealed with `cipher`
+    /// when the session has one, and counts it.
+    fn encode(&mut self, frame: &Frame, cipher: Option<&Cipher>, out: &mut Vec<u8>) {
+        let base = *self.base.get_or_insert(frame.position);
+        let position = self.resume.position + (frame.position - base);
+        let mut audio = Audio {
+            sequence: self.sequence,
+            position,
+            timestamp_us: frame.timestamp_us,
+            payload: frame.payload.clone(),
+        };
+        if let Some(c) = cipher {
+            c.seal(&mut audio);
+        }
+        out.clear();
+        audio.encode_frame(out);
+        self.sequence += 1;
+        self.position = position + u64::from(frame.frames);
+    }
+}
+
+/// What a player's thread and the producer that sends to it share.
+#[derive(Debug, Default)]
+struct DirectShared {
+    /// The position after the last frame sent (for the player's `End`).
+    position: AtomicU64,
+    /// The producer let go of the player: the broadcast ended, or a send failed (`error`).
+    done: AtomicBool,
+    error: Mutex<Option<std::io::Error>>,
+}
+
+/// A player the producer sends to itself.
+struct Direct {
+    sink: Sink,
+    cipher: Option<Cipher>,
+    numbering: Numbering,
+    out: Vec<u8>,
+    shared: Arc<DirectShared>,
+    /// The player's thread, woken when the producer lets go.
+    waiter: Thread,
+}
+
+impl Direct {
+    /// Sends `frame`; false when sending failed.
+    fn send(&mut self, frame: &Frame) -> bool {
+        self.numbering
+            .encode(frame, self.cipher.as_ref(), &mut self.out);
+        match (self.sink)(&self.out) {
+            Ok(()) => {
+                self.shared
+                    .position
+                    .store(self.numbering.position, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                if let Ok(mut slot) = self.shared.error.lock() {
+                    *slot = Some(e);
+                }
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        self.shared.done.store(true, Ordering::Release);
+        self.waiter.unpark();
+    }
+}
+
 /// One player's view of the live stream.
 #[derive(Debug)]
 pub struct Subscription {
     hub: Arc<Hub>,
-    rx: Receiver<Arc<Frame>>,
+    /// Sample frames of history to send at once.
+    want: u64,
     resume: Resume,
-    /// The broadcast position of the player's first frame.
-    base: Option<u64>,
 }
 
 impl Drop for Subscription {
@@ -465,32 +608,216 @@ impl Subscription {
         stop: &dyn Fn() -> bool,
         out: &mut Vec<u8>,
     ) -> Result<u64> {
-        let mut sequence = self.resume.sequence;
-        let mut position = self.resume.position;
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        self.hub.join(self.want, Subscriber::Queue(tx));
+        let mut numbering = Numbering::new(self.resume);
         loop {
             if stop() {
-                return Ok(position);
+                return Ok(numbering.position);
             }
-            let frame = match self.rx.recv_timeout(Duration::from_millis(50)) {
+            let frame = match rx.recv_timeout(WAKE_CHECK) {
                 Ok(f) => f,
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return Ok(position),
+                Err(RecvTimeoutError::Disconnected) => return Ok(numbering.position),
             };
-            let base = *self.base.get_or_insert(frame.position);
-            let mut audio = Audio {
-                sequence,
-                position: self.resume.position + (frame.position - base),
-                timestamp_us: frame.timestamp_us,
-                payload: frame.payload.clone(),
-            };
-            if let Some(c) = cipher {
-                c.seal(&mut audio);
-            }
-            out.clear();
-            audio.encode_frame(out);
+            numbering.encode(&frame, cipher, out);
             send(out)?;
-            sequence += 1;
-            position = self.resume.position + (frame.position - base) + u64::from(frame.frames);
         }
+    }
+
+    /// Hands the player to the producer, which sends every frame itself through `sink` as soon
+    /// as it is made (sealed with `cipher` when the session has one); this thread only waits
+    /// for the broadcast to end (or the sink to fail) or `stop()`. For a sink that never waits
+    /// long (a UDP socket). Returns the position reached, for `End`.
+    pub(crate) fn stream_direct(
+        &mut self,
+        sink: Sink,
+        cipher: Option<Cipher>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<u64> {
+        let shared = Arc::new(DirectShared {
+            position: AtomicU64::new(self.resume.position),
+            ..DirectShared::default()
+        });
+        let direct = Direct {
+            sink,
+            cipher,
+            numbering: Numbering::new(self.resume),
+            out: Vec::new(),
+            shared: Arc::clone(&shared),
+            waiter: thread::current(),
+        };
+        self.hub
+            .join(self.want, Subscriber::Direct(Box::new(direct)));
+        while !shared.done.load(Ordering::Acquire) {
+            if stop() {
+                // Once it has left, nothing more is sent: the position is final.
+                self.hub.leave(&shared);
+                break;
+            }
+            thread::park_timeout(WAKE_CHECK);
+        }
+        if let Some(e) = shared.error.lock().ok().and_then(|mut e| e.take()) {
+            return Err(e.into());
+        }
+        Ok(shared.position.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use audiowire_protocol::Message;
+    use std::path::PathBuf;
+
+    /// A WAV of `frames` sample frames of 8 kHz mono s16 (a ramp: every frame differs), and its
+    /// samples as the wire carries them.
+    fn ramp_wav(name: &str, frames: usize) -> (PathBuf, Vec<u8>) {
+        let dir = std::env::temp_dir().join(format!("audiowire-broadcast-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&path, spec).unwrap();
+        let mut pcm = Vec::new();
+        for i in 0..frames {
+            let s = (i as i32 * 7 % 65_536 - 32_768) as i16;
+            w.write_sample(s).unwrap();
+            pcm.extend_from_slice(&s.to_le_bytes());
+        }
+        w.finalize().unwrap();
+        (path, pcm)
+    }
+
+    /// A broadcast of `path` in datagrams of 100 bytes of samples: 50-sample frames (6.25 ms),
+    /// paced in groups of 80 (the 10 ms asked for).
+    fn broadcast(path: &PathBuf) -> Arc<Hub> {
+        let mut config = ServerConfig::new(path);
+        config.broadcast = true;
+        let hub = Hub::prepare(&config, Some(100), Arc::default()).unwrap();
+        assert_eq!(hub.stream_info().samples_per_frame, 50);
+        hub
+    }
+
+    /// A sink that keeps every datagram.
+    fn keeping() -> (Sink, Arc<Mutex<Vec<Vec<u8>>>>) {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let k = Arc::clone(&kept);
+        let sink: Sink = Box::new(move |d: &[u8]| {
+            k.lock().unwrap().push(d.to_vec());
+            Ok(())
+        });
+        (sink, kept)
+    }
+
+    #[test]
+    fn a_direct_player_gets_from_the_producer_what_a_queued_player_gets() {
+        let (path, pcm) = ramp_wav("direct.wav", 2400);
+        let hub = broadcast(&path);
+        // Both ask for the whole history (5 s is kept), so they get every frame whenever their
+        // thread joins.
+        let all = Duration::from_secs(5);
+        let direct = {
+            let mut sub = hub.subscribe(all, Resume::default());
+            let (sink, kept) = keeping();
+            thread::spawn(move || (sub.stream_direct(sink, None, &|| false).unwrap(), kept))
+        };
+        let queued = {
+            let mut sub = hub.subscribe(all, Resume::default());
+            thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut send = |d: &[u8]| {
+                    got.push(d.to_vec());
+                    Ok(())
+                };
+                let end = sub.stream(None, &mut send, &|| false, &mut Vec::new());
+                (end.unwrap(), got)
+            })
+        };
+        // The file's end ends the broadcast, and both streams with it.
+        hub.start(&Arc::new(AtomicBool::new(false)))
+            .unwrap()
+            .join()
+            .unwrap();
+        let (direct_end, kept) = direct.join().unwrap();
+        let (queued_end, queued) = queued.join().unwrap();
+        let direct = kept.lock().unwrap().clone();
+        assert_eq!((direct_end, queued_end), (2400, 2400));
+        assert!(direct == queued, "the two players got different datagrams");
+        let mut position = 0;
+        let mut samples = Vec::new();
+        for (i, d) in direct.iter().enumerate() {
+            let Some(Message::Audio(a)) = crate::udp::decode_datagram(d) else {
+                panic!("datagram {i} is not an Audio message");
+            };
+            assert_eq!((a.sequence, a.position), (i as u64, position));
+            position += a.payload.len() as u64 / 2;
+            samples.extend_from_slice(&a.payload);
+        }
+        assert!(samples == pcm, "the samples differ from the file's");
+    }
+
+    #[test]
+    fn a_direct_player_that_fails_or_stops_is_let_go() {
+        let (path, _) = ramp_wav("leave.wav", 80_000);
+        let hub = broadcast(&path);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let producer = hub.start(&shutdown).unwrap();
+        // A send that fails (not a lost datagram: the UDP sink takes those as sent) ends the
+        // player's stream with its error.
+        let mut sends = 0;
+        let failing: Sink = Box::new(move |_: &[u8]| {
+            sends += 1;
+            if sends < 3 {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("no route"))
+            }
+        });
+        let mut sub = hub.subscribe(Duration::ZERO, Resume::default());
+        let err = sub.stream_direct(failing, None, &|| false).unwrap_err();
+        assert!(
+            matches!(&err, Error::Io(e) if e.to_string() == "no route"),
+            "{err}"
+        );
+        // One that stops after five frames: numbered from where it resumes, it ends after the
+        // last frame sent, and nothing is sent to it once it has returned.
+        let (sink, kept) = keeping();
+        let mut sub = hub.subscribe(
+            Duration::ZERO,
+            Resume {
+                sequence: 100,
+                position: 10_000,
+            },
+        );
+        let seen = Arc::clone(&kept);
+        let stop = move || seen.lock().unwrap().len() >= 5;
+        let end = sub.stream_direct(sink, None, &stop).unwrap();
+        let sent = kept.lock().unwrap().len();
+        assert!(hub.state.lock().unwrap().subscribers.is_empty());
+        let frames: u64 = kept
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| match crate::udp::decode_datagram(d) {
+                Some(Message::Audio(a)) => a.payload.len() as u64 / 2,
+                other => panic!("{other:?}"),
+            })
+            .sum();
+        assert!(sent >= 5);
+        assert_eq!(end, 10_000 + frames);
+        // Another player gets three more frames, published after the first one left.
+        let (sink, later) = keeping();
+        let seen = Arc::clone(&later);
+        let stop = move || seen.lock().unwrap().len() >= 3;
+        let mut sub = hub.subscribe(Duration::ZERO, Resume::default());
+        sub.stream_direct(sink, None, &stop).unwrap();
+        assert_eq!(kept.lock().unwrap().len(), sent, "sent to after it left");
+        shutdown.store(true, Ordering::Relaxed);
+        producer.join().unwrap();
     }
 }

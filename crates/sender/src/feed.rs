@@ -263,6 +263,19 @@ fn one_pass(info: &StreamInfo, rate: u32, total: Option<u64>) -> Option<u64> {
     })
 }
 
+/// Sample frames in one frame of `config.frame_ms` for the stream `info` describes: at least
+/// `info.samples_per_frame`, and more when PCM frames were made shorter to fit a datagram.
+fn pacing_group(config: &ServerConfig, info: &StreamInfo) -> u32 {
+    let asked = if info.codec == Codec::Pcm {
+        samples_per_frame(config.frame_ms, info.sample_rate, info.bytes_per_frame()).ok()
+    } else {
+        None
+    };
+    asked
+        .unwrap_or(info.samples_per_frame)
+        .max(info.samples_per_frame)
+}
+
 /// An Opus encoder and what it was set to.
 struct OpusEncoder {
     enc: opus::Encoder,
@@ -271,11 +284,19 @@ struct OpusEncoder {
     lookahead: i32,
 }
 
-/// The Opus application for frames of `samples_per_frame` (at 48 kHz): frames under 10 ms are
-/// CELT-only whatever the application (SILK, and with it in-band FEC, needs 10 ms), so they use
-/// the restricted low-delay mode, whose look-ahead is 2.5 ms instead of 6.5 ms.
-fn opus_application(samples_per_frame: u32) -> opus::Application {
-    if samples_per_frame < 480 {
+/// The Opus application. The restricted low-delay mode (CELT only: 2.5 ms of look-ahead instead
+/// of 6.5 ms) wherever the encoder would be CELT-only anyway:
+/// - frames under 10 ms (SILK, and with it in-band FEC, needs 10 ms);
+/// - without in-band FEC (TCP, RFCOMM, `--no-fec`) at 48 kbit/s per channel or more, where
+///   libopus's audio mode codes music and speech alike as CELT (measured on the test clips).
+///
+/// With FEC the audio mode's hybrid frames carry the redundant copy, so it stays.
+fn opus_application(
+    samples_per_frame: u32,
+    fec: bool,
+    bitrate_per_channel: u32,
+) -> opus::Application {
+    if samples_per_frame < 480 || (!fec && bitrate_per_channel >= 48_000) {
         opus::Application::LowDelay
     } else {
         opus::Application::Audio
@@ -296,7 +317,11 @@ fn new_opus(
     let mut enc = opus::Encoder::new(
         audiowire_protocol::opus::RATE,
         ch,
-        opus_application(samples_per_frame),
+        opus_application(
+            samples_per_frame,
+            fec,
+            s.bitrate_for(channels) / u32::from(channels.max(1)),
+        ),
     )
     .map_err(|e| opus_err("to start", e))?;
     enc.set_bitrate(opus::Bitrate::Bits(s.bitrate_for(channels) as i32))
@@ -496,6 +521,9 @@ pub struct FileFrames {
     /// Stream frames handed out (from the start of the stream).
     position: u64,
     progress: Arc<Progress>,
+    /// Sample frames in one frame of the length asked for (`--frame-ms`): more than a frame
+    /// holds when frames were cut to fit a datagram.
+    pacing_group: u32,
 }
 
 impl Drop for FileFrames {
@@ -534,6 +562,7 @@ impl FileFrames {
             feed.max_payload,
         )?;
         feed.progress.players.fetch_add(1, Ordering::Relaxed);
+        let pacing_group = pacing_group(config, &info);
         Ok(Self {
             info,
             source,
@@ -547,7 +576,15 @@ impl FileFrames {
             finished: false,
             position: 0,
             progress: Arc::clone(&feed.progress),
+            pacing_group,
         })
+    }
+
+    /// The frames to pace together ([`crate::Pacer::grouped`]): sample frames in one frame of
+    /// the length asked for, which is more than a frame holds when PCM frames were cut to fit
+    /// a datagram; otherwise one frame's.
+    pub fn pacing_group(&self) -> u32 {
+        self.pacing_group
     }
 
     /// The file's path.
@@ -687,11 +724,26 @@ mod tests {
         let s = OpusSettings::default();
         for (spf, lookahead) in [(120, 120), (240, 120), (480, 312), (960, 312)] {
             assert_eq!(
-                new_opus(2, &s, false, spf).unwrap().lookahead,
+                new_opus(2, &s, true, spf).unwrap().lookahead,
                 lookahead,
                 "{spf}"
             );
         }
+    }
+
+    #[test]
+    fn without_fec_at_a_celt_bitrate_every_frame_has_the_short_look_ahead() {
+        // The default 64 kbit/s per channel without FEC (TCP): low delay at every size.
+        let s = OpusSettings::default();
+        for spf in [120, 240, 480, 960, 1920] {
+            assert_eq!(new_opus(2, &s, false, spf).unwrap().lookahead, 120, "{spf}");
+        }
+        // A speech bitrate keeps the audio mode (SILK's better there) and its look-ahead.
+        let low = OpusSettings {
+            bitrate: Some(32_000),
+            ..OpusSettings::default()
+        };
+        assert_eq!(new_opus(2, &low, false, 960).unwrap().lookahead, 312);
     }
 
     fn temp_wav(name: &str, rate: u32, channels: u16, frames: usize) -> PathBuf {

@@ -4,6 +4,12 @@
 //! (`start + position / rate`), never by adding frame durations, so rounding never accumulates and
 //! pacing never drifts. A pre-roll shifts every deadline earlier by a fixed amount, so the first
 //! `preroll` of audio is due at once: it fills the player's buffer in one burst.
+//!
+//! Frames may be grouped ([`Pacer::grouped`]): when a frame of the length the user asked for is
+//! cut into shorter pieces (a UDP datagram holds 341 sample frames of 48 kHz stereo s16, not the
+//! 480 of 10 ms), the pieces that start within one such frame are sent together, at its
+//! deadline, so the sender wakes once a frame instead of once a piece. No piece is sent later
+//! than its own deadline, nor earlier than one group ahead of it.
 
 use std::time::Duration;
 
@@ -12,6 +18,8 @@ use std::time::Duration;
 pub struct Pacer {
     rate: u32,
     preroll: Duration,
+    /// Sample frames per group: frames that start in the same group are sent together.
+    group: u64,
 }
 
 impl Pacer {
@@ -21,6 +29,17 @@ impl Pacer {
         Self {
             rate: rate.max(1),
             preroll,
+            group: 1,
+        }
+    }
+
+    /// The same pacer sending frames in groups of `group` sample frames (counted from position
+    /// 0): every frame that starts within a group is sent at the group's deadline. `group` 0 or
+    /// 1: each frame at its own deadline.
+    pub fn grouped(self, group: u32) -> Self {
+        Self {
+            group: u64::from(group.max(1)),
+            ..self
         }
     }
 
@@ -36,10 +55,16 @@ impl Pacer {
         self.nominal(position).saturating_sub(self.preroll)
     }
 
+    /// When the frame starting at `position` is sent: the deadline of its group (its own
+    /// deadline when frames are not grouped).
+    pub fn send_at(&self, position: u64) -> Duration {
+        self.due(position / self.group * self.group)
+    }
+
     /// How long to wait at `elapsed` (time since the start) before sending the frame at
     /// `position`; zero when it is due or late.
     pub fn wait(&self, position: u64, elapsed: Duration) -> Duration {
-        self.due(position).saturating_sub(elapsed)
+        self.send_at(position).saturating_sub(elapsed)
     }
 }
 
@@ -96,6 +121,41 @@ mod tests {
                 Duration::ZERO,
                 "position {pos}"
             );
+        }
+    }
+
+    #[test]
+    fn grouped_pieces_go_together_once_a_frame_never_late_nor_a_frame_early() {
+        // 10 ms frames of 48 kHz cut into 341-sample pieces: 141 pieces a second, sent in 100
+        // wake-ups, one per 10 ms frame, each piece at most 10 ms before its own deadline.
+        let p = Pacer::new(48_000, Duration::ZERO).grouped(480);
+        let mut now = Duration::ZERO;
+        let mut wakeups = 0;
+        let mut pos = 0u64;
+        while pos < 48_000 {
+            let wait = p.wait(pos, now);
+            if !wait.is_zero() {
+                wakeups += 1;
+                now += wait;
+            }
+            assert!(now <= p.due(pos), "piece at {pos} late");
+            assert!(
+                p.due(pos) - now < Duration::from_millis(10),
+                "piece at {pos} early"
+            );
+            pos += 341;
+        }
+        assert_eq!(wakeups, 99, "one wake-up per 10 ms frame after the first");
+        assert_eq!(p.send_at(341), Duration::ZERO);
+        assert_eq!(p.send_at(682), Duration::from_millis(10));
+        assert_eq!(p.send_at(1023), Duration::from_millis(20));
+        assert_eq!(p.send_at(1364), Duration::from_millis(20));
+        // The timestamps stay each piece's own.
+        assert_eq!(p.due(341), Duration::from_nanos(7_104_166));
+        // Ungrouped (and grouped by 0 or 1), every piece waits for its own deadline.
+        for g in [0, 1] {
+            let p = Pacer::new(48_000, Duration::ZERO).grouped(g);
+            assert_eq!(p.send_at(341), p.due(341));
         }
     }
 

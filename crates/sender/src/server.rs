@@ -32,6 +32,9 @@ use crate::pacing::Pacer;
 const MAX_CONTROL_FRAME: u64 = 64 * 1024;
 /// Longest a pacing sleep lasts before the shutdown flag is checked again.
 const SLEEP_SLICE: Duration = Duration::from_millis(50);
+/// Longest the listener waits for a player before the shutdown flag is checked again. A player
+/// that connects is accepted at once; this only bounds how long a shutdown takes to be noticed.
+const ACCEPT_WAIT: Duration = Duration::from_millis(100);
 
 /// What to serve and how.
 #[derive(Debug, Clone)]
@@ -124,9 +127,15 @@ impl Listening {
             Listening::Tcp(l) => match l.accept() {
                 Ok((stream, peer)) => {
                     stream.set_nonblocking(false)?;
+                    // The listener's receive timeout (Linux) is inherited: not for the player.
+                    stream.set_read_timeout(None)?;
                     stream.set_nodelay(true)?;
                     socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer)?;
                     Ok(Some((Box::new(stream), peer.to_string())))
+                }
+                // Linux: `ACCEPT_WAIT` passed without a player (see `bind`).
+                Err(e) if e.kind() == ErrorKind::WouldBlock && cfg!(target_os = "linux") => {
+                    Ok(None)
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     thread::sleep(Duration::from_millis(10));
@@ -135,10 +144,10 @@ impl Listening {
                 Err(e) => Err(e),
             },
             Listening::Rfcomm(l) => Ok(l
-                .accept(Duration::from_millis(50))?
+                .accept(ACCEPT_WAIT)?
                 .map(|(c, peer)| (Box::new(c) as Box<dyn Conn>, peer))),
             Listening::Nothing => {
-                thread::sleep(Duration::from_millis(50));
+                thread::sleep(ACCEPT_WAIT);
                 Ok(None)
             }
         }
@@ -195,9 +204,15 @@ fn bind(addr: &str) -> Result<TcpListener> {
     }
     socket.bind(&sa.into()).map_err(err)?;
     socket.listen(128).map_err(err)?;
-    let listener: TcpListener = socket.into();
-    listener.set_nonblocking(true).map_err(err)?;
-    Ok(listener)
+    // On Linux a blocking accept honours the receive timeout: it returns as soon as a player
+    // connects, or after `ACCEPT_WAIT` to check for a shutdown, so an idle sender wakes 10 times
+    // a second, not 100. Elsewhere the listener does not block, and is polled every 10 ms.
+    if cfg!(target_os = "linux") {
+        socket.set_read_timeout(Some(ACCEPT_WAIT)).map_err(err)?;
+    } else {
+        socket.set_nonblocking(true).map_err(err)?;
+    }
+    Ok(socket.into())
 }
 
 impl Server {
@@ -619,7 +634,8 @@ pub(crate) fn stream_file(
         source.seek(from)?;
     }
     let base = resume.position;
-    let pacer = Pacer::new(info.sample_rate, preroll);
+    // Pieces of one asked-for frame (cut to fit a datagram) go out together: one wake-up each.
+    let pacer = Pacer::new(info.sample_rate, preroll).grouped(source.pacing_group());
     let start = Instant::now();
     let start_us = unix_micros();
     let mut position = resume.position;

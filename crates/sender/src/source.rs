@@ -4,6 +4,12 @@
 //!
 //! The file is checked when it is opened, so a truncated or foreign file is refused before any
 //! player connects, not halfway through a stream.
+//!
+//! Where each sample is stored in as many bytes as it has bits (every common WAV), the file's
+//! bytes already are the wire format (little-endian, 8-bit unsigned, 24-bit in 3 bytes, float as
+//! IEEE bits): they are copied as they are, which is what decoding them through hound and
+//! encoding them again gives, without the cost of doing it sample by sample. Samples in wider
+//! containers (24 bits in 4 bytes) go through hound.
 
 use std::fs::File;
 use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
@@ -46,15 +52,27 @@ enum Origin {
     Memory(Arc<[u8]>),
 }
 
+/// How the samples are read.
+enum Samples {
+    /// The data chunk's bytes, which are the wire format's: copied as they are.
+    Raw(Input),
+    /// hound's reader, sample by sample (samples in wider containers).
+    Hound(WavReader<Input>),
+}
+
 /// A WAV file opened for streaming.
 pub struct WavSource {
     path: PathBuf,
     origin: Origin,
-    /// True when hound's `seek` moves by whole samples as they are stored. It moves by
-    /// `bits / 8` bytes a sample, so not in a file whose samples sit in wider containers (24
-    /// bits in 4 bytes, or a block align that pads): there a seek reads its way instead.
-    exact_seek: bool,
-    reader: WavReader<Input>,
+    spec: hound::WavSpec,
+    /// Length in sample frames.
+    total: u64,
+    /// Where the data chunk's samples start, in bytes from the start of the file.
+    data_start: u64,
+    /// Raw when every sample is stored in `bits / 8` bytes, as the wire carries it (and as
+    /// hound's `seek` steps). Not in a file whose samples sit in wider containers (24 bits in 4
+    /// bytes): there hound reads them, and a seek reads its way.
+    samples: Samples,
     format: SampleFormat,
     ints: Vec<i32>,
     floats: Vec<f32>,
@@ -65,7 +83,7 @@ impl std::fmt::Debug for WavSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WavSource")
             .field("path", &self.path)
-            .field("spec", &self.reader.spec())
+            .field("spec", &self.spec)
             .field("remaining", &self.remaining)
             .finish_non_exhaustive()
     }
@@ -203,12 +221,27 @@ impl WavSource {
             one && moved.checked_sub(data_start) == Some(u64::from(spec.bits_per_sample / 8))
         };
         let reader = WavReader::new(reopen()?).map_err(|e| hound_error(path, e))?;
+        let total = u64::from(reader.duration());
+        let samples = if exact_seek {
+            let mut input = reader.into_inner();
+            input
+                .seek(SeekFrom::Start(data_start))
+                .map_err(|source| Error::Open {
+                    path: path.to_path_buf(),
+                    error: source,
+                })?;
+            Samples::Raw(input)
+        } else {
+            Samples::Hound(reader)
+        };
         Ok(Self {
             path: path.to_path_buf(),
             origin,
-            exact_seek,
-            remaining: u64::from(reader.duration()),
-            reader,
+            spec,
+            total,
+            data_start,
+            remaining: total,
+            samples,
             format,
             ints: Vec::new(),
             floats: Vec::new(),
@@ -222,12 +255,12 @@ impl WavSource {
 
     /// Sample frames per second.
     pub fn sample_rate(&self) -> u32 {
-        self.reader.spec().sample_rate
+        self.spec.sample_rate
     }
 
     /// Interleaved channels.
     pub fn channels(&self) -> u16 {
-        self.reader.spec().channels
+        self.spec.channels
     }
 
     /// The wire format that carries the file's samples at full resolution.
@@ -237,21 +270,28 @@ impl WavSource {
 
     /// Length in sample frames.
     pub fn total_frames(&self) -> u64 {
-        u64::from(self.reader.duration())
+        self.total
+    }
+
+    /// Bytes one sample frame takes in the file (and on the wire) when read raw.
+    fn frame_bytes(&self) -> u64 {
+        u64::from(self.spec.channels) * self.format.bytes() as u64
     }
 
     /// Moves to sample frame `frame` (clamped to the end), for a player resuming mid-file.
     pub fn seek(&mut self, frame: u64) -> Result<()> {
         let frame = frame.min(self.total_frames());
         self.rewind()?;
-        if self.exact_seek {
-            self.reader
-                .seek(u32::try_from(frame).unwrap_or(u32::MAX))
+        let frame_bytes = self.frame_bytes();
+        if let Samples::Raw(input) = &mut self.samples {
+            let at = self.data_start + frame * frame_bytes;
+            input
+                .seek(SeekFrom::Start(at))
                 .map_err(|source| Error::Open {
                     path: self.path.clone(),
                     error: source,
                 })?;
-            self.remaining = self.total_frames() - frame;
+            self.remaining = self.total - frame;
         } else {
             // Samples in wider containers: hound's seek would land off the samples; read there.
             let mut skip = frame;
@@ -268,9 +308,20 @@ impl WavSource {
         Ok(())
     }
 
-    /// Goes back to the first sample: the bytes are read again from their start, by a fresh
-    /// reader (hound's own seek is off in files whose samples sit in wider containers).
+    /// Goes back to the first sample: raw, by seeking to the data; otherwise the bytes are read
+    /// again from their start, by a fresh reader (hound's own seek is off in files whose samples
+    /// sit in wider containers).
     pub fn rewind(&mut self) -> Result<()> {
+        self.remaining = self.total;
+        if let Samples::Raw(input) = &mut self.samples {
+            input
+                .seek(SeekFrom::Start(self.data_start))
+                .map_err(|source| Error::Open {
+                    path: self.path.clone(),
+                    error: source,
+                })?;
+            return Ok(());
+        }
         let input = match &self.origin {
             Origin::File => {
                 let file = File::open(&self.path).map_err(|source| Error::Open {
@@ -281,8 +332,8 @@ impl WavSource {
             }
             Origin::Memory(bytes) => Input::Memory(Cursor::new(Arc::clone(bytes))),
         };
-        self.reader = WavReader::new(input).map_err(|e| hound_error(&self.path, e))?;
-        self.remaining = self.total_frames();
+        self.samples =
+            Samples::Hound(WavReader::new(input).map_err(|e| hound_error(&self.path, e))?);
         Ok(())
     }
 
@@ -295,6 +346,23 @@ impl WavSource {
         }
         let n = frames as usize * usize::from(self.channels());
         let path = &self.path;
+        let reader = match &mut self.samples {
+            Samples::Raw(input) => {
+                // The file's bytes are the wire's: copied as they are.
+                let at = out.len();
+                out.resize(at + n * self.format.bytes(), 0);
+                if let Err(source) = input.read_exact(&mut out[at..]) {
+                    out.truncate(at);
+                    return Err(Error::Open {
+                        path: path.clone(),
+                        error: source,
+                    });
+                }
+                self.remaining -= u64::from(frames);
+                return Ok(frames);
+            }
+            Samples::Hound(reader) => reader,
+        };
         let read_err = |e: hound::Error| match e {
             hound::Error::IoError(source) => Error::Open {
                 path: path.clone(),
@@ -304,13 +372,13 @@ impl WavSource {
         };
         if self.format.is_float() {
             self.floats.clear();
-            for s in self.reader.samples::<f32>().take(n) {
+            for s in reader.samples::<f32>().take(n) {
                 self.floats.push(s.map_err(read_err)?);
             }
             self.format.encode_floats(&self.floats, out);
         } else {
             self.ints.clear();
-            for s in self.reader.samples::<i32>().take(n) {
+            for s in reader.samples::<i32>().take(n) {
                 self.ints.push(s.map_err(read_err)?);
             }
             self.format.encode_ints(&self.ints, out);
@@ -363,6 +431,87 @@ mod tests {
         src.rewind().unwrap();
         bytes.clear();
         assert_eq!(src.read_frames(100, &mut bytes).unwrap(), 10);
+    }
+
+    /// What hound decodes from `path`, encoded in the wire format sample by sample: what the
+    /// raw copy must give, byte for byte.
+    fn reference(path: &Path, format: SampleFormat) -> Vec<u8> {
+        let mut r = WavReader::open(path).unwrap();
+        let mut out = Vec::new();
+        if format.is_float() {
+            let f: Vec<f32> = r.samples::<f32>().map(|s| s.unwrap()).collect();
+            format.encode_floats(&f, &mut out);
+        } else {
+            let i: Vec<i32> = r.samples::<i32>().map(|s| s.unwrap()).collect();
+            format.encode_ints(&i, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn raw_reads_are_what_hound_decodes_in_every_format_and_after_seeks() {
+        let int = HoundFormat::Int;
+        let cases = [
+            (8, int),
+            (16, int),
+            (24, int),
+            (32, int),
+            (32, HoundFormat::Float),
+        ];
+        for (bits, sample_format) in cases {
+            for channels in [1u16, 2, 3] {
+                let path = temp(&format!("raw-{bits}-{sample_format:?}-{channels}.wav"));
+                let spec = hound::WavSpec {
+                    channels,
+                    sample_rate: 8000,
+                    bits_per_sample: bits,
+                    sample_format,
+                };
+                let frames = 1000u32;
+                let mut w = hound::WavWriter::create(&path, spec).unwrap();
+                for i in 0..frames * u32::from(channels) {
+                    // Extremes, zero and a spread of values in between.
+                    let x = (i as i64 * 2_654_435_761) as i32;
+                    match (sample_format, bits) {
+                        (HoundFormat::Float, _) => {
+                            let f = match i % 5 {
+                                0 => f32::from_bits(x as u32), // any bits, NaNs included
+                                1 => -1.0,
+                                _ => x as f32 / 2_147_483_648.0,
+                            };
+                            w.write_sample(f).unwrap();
+                        }
+                        (_, 32) => w.write_sample(x).unwrap(),
+                        (_, b) => w.write_sample(x >> (32 - b)).unwrap(),
+                    }
+                }
+                w.finalize().unwrap();
+                let mut src = WavSource::open(&path).unwrap();
+                assert!(matches!(src.samples, Samples::Raw(_)), "{spec:?}");
+                let want = reference(&path, src.format());
+                let frame = usize::from(channels) * src.format().bytes();
+                // In uneven reads, twice (a rewind between), then from a seek.
+                for _ in 0..2 {
+                    let mut got = Vec::new();
+                    let mut step = 1;
+                    loop {
+                        let n = src.read_frames(step, &mut got).unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        step = step * 3 % 401 + 1;
+                    }
+                    assert_eq!(got.len(), want.len(), "{spec:?}");
+                    assert!(got == want, "{spec:?}: the raw bytes differ from hound's");
+                    src.rewind().unwrap();
+                }
+                src.seek(777).unwrap();
+                let mut tail = Vec::new();
+                assert_eq!(src.read_frames(frames, &mut tail).unwrap(), frames - 777);
+                assert!(tail == want[777 * frame..], "{spec:?}: after a seek");
+                assert_eq!(src.read_frames(1, &mut tail).unwrap(), 0);
+            }
+        }
     }
 
     #[test]
@@ -443,7 +592,7 @@ mod tests {
         wav.extend_from_slice(&(body.len() as u32).to_le_bytes());
         wav.extend_from_slice(&body);
         let mut src = WavSource::from_bytes("padded.wav", wav).unwrap();
-        assert!(!src.exact_seek);
+        assert!(matches!(src.samples, Samples::Hound(_)));
         let (mut first, mut again, mut tail) = (Vec::new(), Vec::new(), Vec::new());
         assert_eq!(src.read_frames(100, &mut first).unwrap(), 4);
         src.rewind().unwrap();

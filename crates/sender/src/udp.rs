@@ -32,6 +32,11 @@ use audiowire_protocol::auth::from_hex;
 
 /// How long a cookie's time bucket lasts; a cookie is valid in its bucket and the next.
 const COOKIE_BUCKET: Duration = Duration::from_secs(30);
+/// Longest the server waits for a datagram before it checks for a shutdown, an ended broadcast
+/// and silent players. A datagram (a `Hello`, a report) is handled as soon as it comes; this
+/// only bounds how late those checks are, and how often an idle sender wakes (10 times a
+/// second).
+const RECEIVE_WAIT: Duration = Duration::from_millis(100);
 
 /// Counters of what the server refused.
 #[derive(Debug, Default)]
@@ -129,7 +134,7 @@ impl UdpServer {
             addr: addr.to_string(),
             error,
         })?;
-        socket.set_read_timeout(Some(Duration::from_millis(20)))?;
+        socket.set_read_timeout(Some(RECEIVE_WAIT))?;
         Ok(Self {
             socket: Arc::new(socket),
             config: Arc::new(config),
@@ -473,6 +478,22 @@ impl UdpServer {
     }
 }
 
+/// A datagram's send: a full socket buffer or an ICMP error only loses that datagram, as the
+/// network may.
+fn lossy(sent: std::io::Result<usize>) -> std::io::Result<()> {
+    match sent {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::WouldBlock | ErrorKind::ConnectionRefused
+            ) =>
+        {
+            Ok(())
+        }
+        other => other.map(|_| ()),
+    }
+}
+
 /// Streams the file to one UDP player: `StreamInfo`, the frames, then `End` three times (a lost
 /// `End` is also covered by the player's silence timeout).
 #[allow(
@@ -480,7 +501,7 @@ impl UdpServer {
     reason = "the one call site passes what it parsed"
 )]
 fn serve(
-    socket: &UdpSocket,
+    socket: &Arc<UdpSocket>,
     to: SocketAddr,
     config: &ServerConfig,
     info: StreamInfo,
@@ -495,26 +516,22 @@ fn serve(
         socket.send_to(&framed(&Message::Auth { proof }), to)?;
     }
     socket.send_to(&framed(&Message::StreamInfo(info)), to)?;
-    let mut frame = Vec::new();
-    let position = stream_file(
-        &mut source,
-        info,
-        plan,
-        &mut |bytes| match socket.send_to(bytes, to) {
-            // A full socket buffer or an ICMP error: that datagram is lost, as on the network.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::ConnectionRefused
-                ) =>
-            {
-                Ok(())
-            }
-            other => other.map(|_| ()),
-        },
-        stopped,
-        &mut frame,
-    )?;
+    let position = match &mut source {
+        // Live: the producer sends each frame itself, as soon as it is made.
+        Frames::Live(sub) => {
+            let socket = Arc::clone(socket);
+            let sink = Box::new(move |bytes: &[u8]| lossy(socket.send_to(bytes, to)));
+            sub.stream_direct(sink, plan.cipher.cloned(), stopped)?
+        }
+        Frames::File(_) => stream_file(
+            &mut source,
+            info,
+            plan,
+            &mut |bytes| lossy(socket.send_to(bytes, to)),
+            stopped,
+            &mut Vec::new(),
+        )?,
+    };
     let end = framed(&Message::End { position });
     for _ in 0..3 {
         let _ = socket.send_to(&end, to);
