@@ -390,6 +390,9 @@ impl Runner {
         let mut child = self
             .command()
             .args(["play", &relay.addr(), "--transport", cell.transport.name()])
+            // The null output stands in for a speaker: late frames are handled as when
+            // playing (concealed in place), not as when only recording (waited for).
+            .args(["--late", "conceal"])
             .args(cell.setting.args())
             .arg("--out")
             .arg(&wav)
@@ -485,7 +488,15 @@ pub fn run_remote(runner: &Runner, addr: &str, transport: Transport, seconds: f6
     let trace_path = runner.work.join(format!("remote-{}.csv", transport.name()));
     let spawned = runner
         .command()
-        .args(["play", addr, "--transport", transport.name(), "--out"])
+        .args([
+            "play",
+            addr,
+            "--transport",
+            transport.name(),
+            "--late",
+            "conceal",
+            "--out",
+        ])
         .arg(runner.work.join(format!("remote-{}.wav", transport.name())))
         .args(["--summary-json", "--latency-log"])
         .arg(&trace_path)

@@ -160,6 +160,12 @@ enum Command {
         /// With --out: play on the device as well as recording.
         #[arg(long, requires = "out")]
         also_play: bool,
+        /// UDP: a frame not there in time, with nothing buffered behind it, is concealed in its
+        /// place and dropped if it comes (`conceal`: the timing kept, the default on a device),
+        /// or waited for (`wait`: the latency rises, every frame that arrives is kept; the
+        /// default with --out alone).
+        #[arg(long, value_enum)]
+        late: Option<LateArg>,
         /// Open the device at this sample rate and resample the stream to it.
         #[arg(long, value_name = "HZ", value_parser = clap::value_parser!(u32).range(1..=768_000))]
         device_rate: Option<u32>,
@@ -294,6 +300,15 @@ fn shutdown_flag() -> Result<Arc<AtomicBool>> {
     })
     .context("cannot install the Ctrl-C handler")?;
     Ok(flag)
+}
+
+/// `play --late`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LateArg {
+    /// Conceal a late frame in its place (timing kept).
+    Conceal,
+    /// Wait for it (every frame kept).
+    Wait,
 }
 
 /// Asks for real-time scheduling for this thread, and so for every thread it starts after this
@@ -436,6 +451,7 @@ fn run(cli: Cli) -> Result<()> {
             host,
             no_reconnect,
             period,
+            late,
             key,
             device,
             out,
@@ -468,6 +484,10 @@ fn run(cli: Cli) -> Result<()> {
             };
             config.reconnect = !no_reconnect;
             config.period = period;
+            config.late = late.map(|l| match l {
+                LateArg::Conceal => audiowire_receiver::player::LatePolicy::Conceal,
+                LateArg::Wait => audiowire_receiver::player::LatePolicy::Wait,
+            });
             config.key = load_key(key.as_deref())?;
             config.device_rate = device_rate;
             config.device_channels = device_channels;

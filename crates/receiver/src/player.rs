@@ -82,6 +82,17 @@ pub enum Output {
     Null,
 }
 
+/// What a UDP player does when a frame is not there in time and nothing is buffered behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatePolicy {
+    /// Conceal it in its place and drop it if it comes (the stream keeps its timing: what a
+    /// listener wants), for up to [`UDP_BRIDGE`] in a row, then stall.
+    Conceal,
+    /// Stall until it comes (the latency rises by the wait; every frame that arrives is kept:
+    /// what a recording wants).
+    Wait,
+}
+
 /// How stats are shown while playing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StatsMode {
@@ -134,10 +145,13 @@ pub struct PlayerConfig {
     /// The device period asked of the output (its callback size), 10 ms by default: smaller
     /// for lower latency, larger for a busy machine.
     pub period: Duration,
+    /// Late frames over UDP; `None`: [`LatePolicy::Conceal`] when playing on a device,
+    /// [`LatePolicy::Wait`] when only recording.
+    pub late: Option<LatePolicy>,
 }
 
 impl PlayerConfig {
-    /// Defaults: TCP, adaptive latency from 20 ms within 1 ms–1 s, the default device, 5 s to
+    /// Defaults: TCP, adaptive latency from 10 ms within 1 ms–1 s, the default device, 5 s to
     /// connect, 10 s of silence tolerated.
     pub fn new(addr: impl Into<String>) -> Self {
         Self {
@@ -159,6 +173,7 @@ impl PlayerConfig {
             reconnect_for: Duration::from_secs(30),
             key: None,
             period: Duration::from_millis(10),
+            late: None,
         }
     }
 
@@ -171,7 +186,11 @@ impl PlayerConfig {
         // Over UDP a frame that is not here when its turn comes, with nothing behind it, is
         // late or lost: conceal it and keep the timeline, as for any lost frame, rather than
         // stall and play everything after it later. A longer silence stalls as over TCP.
-        if self.transport == Transport::Udp {
+        let late = self.late.unwrap_or(match self.output {
+            Output::Device(_) => LatePolicy::Conceal,
+            Output::Null => LatePolicy::Wait,
+        });
+        if self.transport == Transport::Udp && late == LatePolicy::Conceal {
             policy.bridge = UDP_BRIDGE;
         }
         policy
@@ -972,4 +991,36 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
         );
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_frames_are_concealed_when_playing_and_waited_for_when_only_recording() {
+        let bridge = |transport, output, late| {
+            let mut c = PlayerConfig::new("127.0.0.1:1");
+            c.transport = transport;
+            c.output = output;
+            c.late = late;
+            c.policy().bridge
+        };
+        let device = || Output::Device(None);
+        assert_eq!(bridge(Transport::Udp, device(), None), UDP_BRIDGE);
+        assert_eq!(bridge(Transport::Udp, Output::Null, None), Duration::ZERO);
+        assert_eq!(
+            bridge(Transport::Udp, Output::Null, Some(LatePolicy::Conceal)),
+            UDP_BRIDGE
+        );
+        assert_eq!(
+            bridge(Transport::Udp, device(), Some(LatePolicy::Wait)),
+            Duration::ZERO
+        );
+        // Nothing is lost over TCP: a late frame is always waited for.
+        assert_eq!(
+            bridge(Transport::Tcp, device(), Some(LatePolicy::Conceal)),
+            Duration::ZERO
+        );
+    }
 }
