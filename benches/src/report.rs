@@ -72,7 +72,7 @@ impl Machine {
         let w = self.wakeups.as_ref()?;
         let priority = match (self.rt_priority, self.rt_granted) {
             (0, _) => "ordinary scheduling (--rt-priority 0)".to_string(),
-            (p, true) => format!("real-time priority {p}, as the sender's and player's threads"),
+            (p, true) => format!("real-time priority {p}, as the player's threads"),
             (p, false) => {
                 format!("real-time priority {p} asked for and refused: ordinary scheduling")
             }

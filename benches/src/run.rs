@@ -98,8 +98,9 @@ pub struct Runner {
     pub exe: PathBuf,
     /// Where clips, recordings and logs go.
     pub work: PathBuf,
-    /// The real-time priority the sender and player ask for (`--rt-priority`; 0: none).
-    pub rt_priority: u8,
+    /// The real-time priority given to the sender and player (`--rt-priority`); `None`: each
+    /// runs at its own default.
+    pub rt_priority: Option<u8>,
 }
 
 /// A bench clip: a quiet 440 Hz tone, 48 kHz stereo s16, `seconds` long.
@@ -310,14 +311,16 @@ impl Runner {
         Ok(Self {
             exe: exe.into(),
             work,
-            rt_priority: 0,
+            rt_priority: None,
         })
     }
 
     fn command(&self) -> Command {
         let mut c = Command::new(&self.exe);
         c.stdin(Stdio::null());
-        c.args(["--rt-priority", &self.rt_priority.to_string()]);
+        if let Some(p) = self.rt_priority {
+            c.args(["--rt-priority", &p.to_string()]);
+        }
         c
     }
 

@@ -29,9 +29,12 @@ pub struct Options {
     pub remote: Option<String>,
     /// With `remote`: the transports to try (the remote serves each on the same port).
     pub transports: Vec<Transport>,
-    /// The real-time priority the sender and player ask for (`--rt-priority`; 0: none).
-    pub rt_priority: u8,
-    /// Whether this process's threads were granted it (so the wake-up probe runs at it).
+    /// The real-time priority given to the sender and player (`--rt-priority`); `None`: each
+    /// runs at its own default.
+    pub rt_priority: Option<u8>,
+    /// The real-time priority of this process's threads, the wake-up probe's (0: none).
+    pub probe_priority: u8,
+    /// Whether this process's threads were granted it.
     pub rt_granted: bool,
 }
 
@@ -67,7 +70,7 @@ pub fn run(
     let work = std::env::temp_dir().join(format!("audiowire-bench-{}", std::process::id()));
     let mut runner = Runner::new(&options.exe, &work)?;
     runner.rt_priority = options.rt_priority;
-    machine.rt_priority = options.rt_priority;
+    machine.rt_priority = options.probe_priority;
     machine.rt_granted = options.rt_granted;
     // Started from this thread, the probe runs at its priority (real-time where granted).
     let probe = crate::wakeup::Probe::start().map_err(io("starting the wake-up probe"))?;

@@ -50,7 +50,9 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 }
 
 /// Runs the bench and prints where the results went.
-pub fn run(args: &BenchArgs, shutdown: &AtomicBool) -> Result<()> {
+/// `rt_priority`: `--rt-priority` if given, passed on to the sender and player (otherwise each
+/// runs at its own default).
+pub fn run(args: &BenchArgs, rt_priority: Option<u8>, shutdown: &AtomicBool) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find this audiowire binary")?;
     let transports = match args.transport {
         Some(TransportArg::Tcp) => vec![Transport::Tcp],
@@ -65,7 +67,8 @@ pub fn run(args: &BenchArgs, shutdown: &AtomicBool) -> Result<()> {
         out: args.out.clone(),
         remote: args.remote.clone(),
         transports,
-        rt_priority: audiowire_transport::realtime::priority(),
+        rt_priority,
+        probe_priority: audiowire_transport::realtime::priority(),
         rt_granted: audiowire_transport::realtime::granted(),
     };
     let stop = || shutdown.load(Ordering::Relaxed);

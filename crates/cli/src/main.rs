@@ -29,11 +29,12 @@ struct Cli {
     /// Only warnings and errors on stderr.
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// The real-time (SCHED_FIFO) priority, 1-99, for the threads that keep audio on time when
-    /// sending, playing, simulating a network or benching; 0: ordinary threads. Needs an rtprio
-    /// limit (or root); without one audiowire says so and runs as ordinary threads.
-    #[arg(long, global = true, value_name = "PRIORITY", default_value_t = audiowire_transport::realtime::DEFAULT_PRIORITY, value_parser = clap::value_parser!(u8).range(0..=99))]
-    rt_priority: u8,
+    /// The real-time (SCHED_FIFO) priority, 1-99, for the threads that keep audio on time; 0:
+    /// ordinary threads. Default: 20 for play, netsim, bench and live input (send --input); a
+    /// file sender's threads (one per player) stay ordinary unless this is given. Needs an
+    /// rtprio limit (or root); without one audiowire says so and runs as ordinary threads.
+    #[arg(long, global = true, value_name = "PRIORITY", value_parser = clap::value_parser!(u8).range(0..=99))]
+    rt_priority: Option<u8>,
     #[command(subcommand)]
     command: Command,
 }
@@ -325,16 +326,20 @@ fn realtime(priority: u8) {
 
 fn run(cli: Cli) -> Result<()> {
     let shutdown = shutdown_flag()?;
-    if matches!(
-        cli.command,
+    // A file sender serves each player from its own thread, a hundred of them with a hundred
+    // players: at real-time priority they would crowd out the rest of the machine, and the
+    // players' buffers absorb their pacing's jitter anyway. Live input cannot wait.
+    let default = match &cli.command {
+        Command::Send { input: None, .. } => 0,
         Command::Send { .. }
-            | Command::Play { .. }
-            | Command::Demo { .. }
-            | Command::Netsim(_)
-            | Command::Bench(_)
-    ) {
-        realtime(cli.rt_priority);
-    }
+        | Command::Play { .. }
+        | Command::Demo { .. }
+        | Command::Netsim(_)
+        | Command::Bench(_) => audiowire_transport::realtime::DEFAULT_PRIORITY,
+        Command::Devices { .. } | Command::Tools(_) => 0,
+    };
+    realtime(cli.rt_priority.unwrap_or(default));
+    let rt_asked = cli.rt_priority;
     match cli.command {
         Command::Send {
             file,
@@ -554,7 +559,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo { out } => demo::run(out, &shutdown),
         Command::Tools(cmd) => tools::run(cmd, &shutdown),
         Command::Netsim(args) => netsim::run(&args, &shutdown),
-        Command::Bench(args) => bench::run(&args, &shutdown),
+        Command::Bench(args) => bench::run(&args, rt_asked, &shutdown),
     }
 }
 

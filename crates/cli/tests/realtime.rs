@@ -56,17 +56,11 @@ fn may_be_realtime(priority: u32) -> bool {
     cap_eff & (1 << 23) != 0 || rtprio >= priority
 }
 
-fn play_briefly(addr: &str, out: &Path, rt: &str) -> std::process::Child {
+fn play_briefly(addr: &str, out: &Path, rt: &[&str]) -> std::process::Child {
     Command::new(bin())
-        .args([
-            "play",
-            addr,
-            "--transport",
-            "udp",
-            "--rt-priority",
-            rt,
-            "--out",
-        ])
+        .args(["play", addr, "--transport", "udp"])
+        .args(rt)
+        .arg("--out")
         .arg(out)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -77,12 +71,11 @@ fn play_briefly(addr: &str, out: &Path, rt: &str) -> std::process::Child {
 
 /// Starts a looping sender and a player at `rt`, waits until both have their streaming threads,
 /// and returns each one's threads.
-fn threads_of_a_stream(rt: &str, name: &str) -> (Vec<Thread>, Vec<Thread>) {
+fn threads_of_a_stream(rt: &[&str], name: &str) -> (Vec<Thread>, Vec<Thread>) {
     let dir = tmpdir(name);
-    let sender = Sender::start(
-        &clip("clicks-48k-s16-mono.wav"),
-        &["--loop", "--transport", "udp", "--rt-priority", rt],
-    );
+    let mut args = vec!["--loop", "--transport", "udp"];
+    args.extend(rt);
+    let sender = Sender::start(&clip("clicks-48k-s16-mono.wav"), &args);
     let mut player = play_briefly(&sender.addr, &dir.join("out.wav"), rt);
     // The sender starts a thread per player; the player its null output's clock.
     wait_until("the streaming threads", Duration::from_secs(10), || {
@@ -99,7 +92,7 @@ fn threads_of_a_stream(rt: &str, name: &str) -> (Vec<Thread>, Vec<Thread>) {
 
 #[test]
 fn the_streaming_threads_run_fifo_at_the_priority_asked_for() {
-    let (sender, player) = threads_of_a_stream("33", "rt33");
+    let (sender, player) = threads_of_a_stream(&["--rt-priority", "33"], "rt33");
     let expected = if may_be_realtime(33) { (1, 33) } else { (0, 0) };
     for (name, policy, prio) in sender.iter().chain(&player) {
         // The Ctrl-C handler's thread starts before the promotion and stays ordinary.
@@ -118,8 +111,26 @@ fn the_streaming_threads_run_fifo_at_the_priority_asked_for() {
 
 #[test]
 fn rt_priority_0_leaves_every_thread_ordinary() {
-    let (sender, player) = threads_of_a_stream("0", "rt0");
+    let (sender, player) = threads_of_a_stream(&["--rt-priority", "0"], "rt0");
     for (name, policy, prio) in sender.iter().chain(&player) {
         assert_eq!((*policy, *prio), (0, 0), "thread {name:?}");
+    }
+}
+
+#[test]
+fn by_default_the_player_is_real_time_and_a_file_senders_threads_are_not() {
+    let (sender, player) = threads_of_a_stream(&[], "rtdefault");
+    let expected = if may_be_realtime(20) { (1, 20) } else { (0, 0) };
+    for (name, policy, prio) in &player {
+        if name != "ctrl-c" {
+            assert_eq!(
+                (*policy, *prio),
+                expected,
+                "player thread {name:?}: {player:?}"
+            );
+        }
+    }
+    for (name, policy, prio) in &sender {
+        assert_eq!((*policy, *prio), (0, 0), "sender thread {name:?}");
     }
 }
