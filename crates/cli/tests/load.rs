@@ -138,11 +138,21 @@ fn many_tcp_players_at_once_all_complete_bit_exact_with_no_underrun() {
     let s2 = source.clone();
     let started = Instant::now();
     let cpu0 = cpu_time("self");
+    // How late this machine wakes a sleeping thread meanwhile (a thread sleeping 1 ms at a
+    // time, as the bench measures it): a VM frozen longer than the buffer explains a late frame
+    // that no sender could have prevented.
+    let probe = audiowire_bench::wakeup::Probe::start().unwrap();
     let results = players(n, move || {
         play_tcp(&addr, &s2, TARGET, Duration::from_secs(60))
     });
-    // No underrun at all: every frame before its turn in a 50 ms buffer.
     let took = started.elapsed();
+    let froze = probe.finish().map_or(Duration::ZERO, |l| {
+        Duration::from_secs_f64(l.late_ms.max / 1e3)
+    });
+    // No underrun at all: every frame before its turn in a 50 ms buffer, unless the machine
+    // itself froze for most of that buffer.
+    let machine_froze = froze >= TARGET - Duration::from_millis(15);
+    eprintln!("the machine's longest wake-up delay meanwhile: {froze:?}");
     assert_all_complete(
         &format!("TCP ×{n}"),
         &results,
@@ -150,7 +160,11 @@ fn many_tcp_players_at_once_all_complete_bit_exact_with_no_underrun() {
         took,
         pid,
         cpu0,
-        Duration::ZERO,
+        if machine_froze {
+            TARGET
+        } else {
+            Duration::ZERO
+        },
     );
 }
 
