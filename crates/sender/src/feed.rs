@@ -612,7 +612,9 @@ impl FileFrames {
             r.reset();
         }
         self.framer.reset();
-        self.finished = false;
+        // A player resuming at the very end (it had every frame and lost only the End) gets
+        // nothing more but the End: not even the encoder's flush, which it already played.
+        self.finished = !self.looping && self.source.total_frames().is_some_and(|t| src >= t);
         self.position = frame;
         Ok(())
     }
@@ -810,6 +812,32 @@ mod tests {
         let total: u64 = sizes.iter().map(|&n| u64::from(n)).sum();
         assert_eq!(total, 48_000);
         assert_eq!(info.total_frames, Some(48_000));
+    }
+
+    #[test]
+    fn resuming_an_opus_stream_at_its_end_sends_nothing_more() {
+        let path = temp_wav("resume-end.wav", 22_050, 1, 22_050);
+        let mut config = ServerConfig::new(&path);
+        config.codec = CodecConfig::Opus(OpusSettings::default());
+        config.frame_ms = 20.0;
+        let (info, sizes) = frames_of(&config);
+        let end: u64 = sizes.iter().map(|&n| u64::from(n)).sum();
+        let mut f = FileFrames::open(&config, info, &PlayerFeed::tcp(Arc::default())).unwrap();
+        let mut out = Vec::new();
+        // The player had every frame (the flush included) and lost only the End.
+        f.seek(end).unwrap();
+        assert_eq!(f.read_frame(&mut out).unwrap(), 0, "no frame after the end");
+        // Resuming mid-stream, the rest comes, the flush with it.
+        f.seek(end / 2).unwrap();
+        let mut rest = 0u64;
+        for _ in 0..1000 {
+            out.clear();
+            match f.read_frame(&mut out).unwrap() {
+                0 => break,
+                n => rest += u64::from(n),
+            }
+        }
+        assert!(rest + 960 >= end / 2, "{rest} of {end}");
     }
 
     #[test]
