@@ -37,7 +37,7 @@ pub struct Machine {
     pub kernel: String,
     /// Seconds since the Unix epoch at the start.
     pub started_unix: u64,
-    /// The real-time priority the bench's threads and its sender and player asked for (0: none).
+    /// The real-time priority of the bench's own threads, the wake-up probe's (0: none).
     pub rt_priority: u8,
     /// Whether the system granted it to the bench's own threads.
     pub rt_granted: bool,

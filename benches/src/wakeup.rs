@@ -115,20 +115,21 @@ impl Probe {
 
     /// Stops the probe and returns every wake-up it recorded.
     pub fn finish(mut self) -> Option<Lateness> {
+        self.halt();
+        self.since(0)
+    }
+
+    fn halt(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.since(0)
     }
 }
 
 impl Drop for Probe {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.halt();
     }
 }
 

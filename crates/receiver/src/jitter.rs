@@ -276,9 +276,9 @@ impl JitterBuffer {
         u64::from(self.info.samples_per_frame)
     }
 
-    /// [`TargetPolicy::bridge`] in the stream's sample frames.
-    fn bridge_samples(&self) -> u64 {
-        (self.policy.bridge.as_secs_f64() * f64::from(self.info.sample_rate)).round() as u64
+    /// `d` in the stream's sample frames.
+    fn samples_in(&self, d: Duration) -> u64 {
+        (d.as_secs_f64() * f64::from(self.info.sample_rate)).round() as u64
     }
 
     /// Files one frame that arrived at `arrival` (any monotonic clock).
@@ -482,13 +482,12 @@ impl JitterBuffer {
             && self.end.is_none()
             && !self.stalled
             && !self.fec_wanted
-            && self.bridged < self.bridge_samples()
+            && self.bridged < self.samples_in(self.policy.bridge)
             // While the target is still learning the network (the first 2 s), a late frame says
             // it is too low: stalling raises the level to what is needed at once.
-            && self.first_position.is_some_and(|p| {
-                self.next_position.saturating_sub(p)
-                    >= (BRIDGE_AFTER.as_secs_f64() * f64::from(self.info.sample_rate)) as u64
-            })
+            && self
+                .first_position
+                .is_some_and(|p| self.next_position.saturating_sub(p) >= self.samples_in(BRIDGE_AFTER))
             // Never past a known length: a file's last frames are followed by silence, not loss.
             && self.info.total_frames.is_none_or(|t| self.next_position < t);
         if successor.is_some() || self.end.is_some() || bridge {
