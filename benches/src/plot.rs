@@ -198,16 +198,17 @@ mod tests {
 
     #[test]
     fn draws_an_svg() {
-        let dir = std::env::temp_dir().join(format!("audiowire-bench-plot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("t.svg");
+        let dir = tempfile::Builder::new()
+            .prefix("audiowire-bench-plot-")
+            .tempdir()
+            .unwrap();
+        let p = dir.path().join("t.svg");
         let trace: Vec<(f64, f64)> = (0..500)
             .map(|i| (f64::from(i) * 0.01, 20.0 + f64::from(i % 7)))
             .collect();
         latency_over_time(&p, "test", &[("a".into(), &trace)]).unwrap();
         let svg = std::fs::read_to_string(&p).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("latency (ms)"));
-        latency_distribution(&dir.join("c.svg"), "test", &[("a".into(), &trace)]).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        latency_distribution(&dir.path().join("c.svg"), "test", &[("a".into(), &trace)]).unwrap();
     }
 }

@@ -592,13 +592,14 @@ mod tests {
 
     #[test]
     fn clips_have_the_asked_length() {
-        let dir = std::env::temp_dir().join(format!("audiowire-bench-clip-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("c.wav");
+        let dir = tempfile::Builder::new()
+            .prefix("audiowire-bench-clip-")
+            .tempdir()
+            .unwrap();
+        let p = dir.path().join("c.wav");
         write_clip(&p, 0.25).unwrap();
         let r = hound::WavReader::open(&p).unwrap();
         assert_eq!(r.duration(), 12_000);
         assert_eq!(r.spec().channels, 2);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

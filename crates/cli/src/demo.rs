@@ -2,7 +2,7 @@
 //! binary on loopback TCP; a player in the same process plays it on the default device, or, where
 //! no sound device works, records it to a WAV file and says so in one line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -18,9 +18,19 @@ pub fn run(out: Option<PathBuf>, shutdown: &Arc<AtomicBool>) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("audiowire-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let clip = dir.join("speech.wav");
-    std::fs::write(&clip, CLIP).with_context(|| format!("cannot write {}", clip.display()))?;
+    let result = stream(&dir, &clip, out, shutdown);
+    // The clip is scratch; the folder goes too unless the recording was written there (the
+    // user was told its path), which keeps it from being empty.
+    let _ = std::fs::remove_file(&clip);
+    let _ = std::fs::remove_dir(&dir);
+    result
+}
 
-    let server = Server::bind("127.0.0.1:0", ServerConfig::new(&clip))?;
+/// Writes the clip to `clip`, serves it and plays it (or records it, by default into `dir`).
+fn stream(dir: &Path, clip: &Path, out: Option<PathBuf>, shutdown: &Arc<AtomicBool>) -> Result<()> {
+    std::fs::write(clip, CLIP).with_context(|| format!("cannot write {}", clip.display()))?;
+
+    let server = Server::bind("127.0.0.1:0", ServerConfig::new(clip))?;
     let addr = server.local_addr().to_string();
     let stop_server = Arc::new(AtomicBool::new(false));
     let stop = Arc::clone(&stop_server);

@@ -277,7 +277,8 @@ fn the_tcp_sender_refuses_bad_input_and_a_real_player_streams_on_unharmed() {
     let sender = Sender::start(&src, &[]);
     let pid = sender.child.id();
     let mut log = Log::new(&sender.lines);
-    let dir = tmpdir("bad-tcp");
+    let tmp = tmpdir("bad-tcp");
+    let dir = tmp.path();
     let out = dir.join("real.wav");
     // A real player streams the whole 3.5 s clip while everything below happens.
     let player = real_player(&sender.addr, &out, false);
@@ -374,7 +375,8 @@ fn the_udp_sender_drops_bad_datagrams_and_a_real_player_streams_on_unharmed() {
     let sender = Sender::start(&src, &["--transport", "udp", "-v"]);
     let pid = sender.child.id();
     let mut log = Log::new(&sender.lines);
-    let dir = tmpdir("bad-udp");
+    let tmp = tmpdir("bad-udp");
+    let dir = tmp.path();
     let out = dir.join("real.wav");
     let player = real_player(&sender.addr, &out, true);
     log.wait(&["subscribed"], T);
@@ -559,7 +561,8 @@ fn raw_struct_listen_names_a_record_cut_short() {
 #[test]
 fn lines_listen_refuses_bad_input_and_a_real_tail_loses_no_line() {
     const N: usize = 400;
-    let dir = tmpdir("bad-lines");
+    let tmp = tmpdir("bad-lines");
+    let dir = tmp.path();
     let log_file = dir.join("app.log");
     let out = dir.join("out.txt");
     std::fs::write(&log_file, "").unwrap();

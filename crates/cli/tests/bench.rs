@@ -15,7 +15,8 @@ use common::*;
 fn summary_json_and_latency_log_describe_the_stream() {
     let src = clip("clicks-48k-s16-mono.wav");
     let sender = Sender::start(&src, &["--transport", "udp"]);
-    let dir = tmpdir("summary-json");
+    let tmp = tmpdir("summary-json");
+    let dir = tmp.path();
     let (out, log) = (dir.join("rec.wav"), dir.join("latency.csv"));
     let res = run(
         &[
@@ -65,7 +66,8 @@ fn summary_json_and_latency_log_describe_the_stream() {
 
 #[test]
 fn bench_runs_one_cell_and_writes_its_results() {
-    let dir = tmpdir("bench");
+    let tmp = tmpdir("bench");
+    let dir = tmp.path();
     let res = run(
         &[
             "bench",

@@ -12,35 +12,34 @@ mod signal;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
+use tempfile::TempDir;
 
-/// The encoded clips, made once per test run.
-fn encoded() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tmpdir("encoded");
-        let out = Command::new("bash")
-            .arg(repo().join("test-audio/make-encoded.sh"))
-            .arg(&dir)
-            .output()
-            .expect("run bash test-audio/make-encoded.sh");
-        assert!(
-            out.status.success(),
-            "make-encoded.sh failed (scripts/test.sh installs sox and its codecs): {}",
-            text(&out.stderr)
-        );
-        dir
-    })
+/// The encoded clips, made for each test that uses them (a tenth of a second), in a folder
+/// removed when the returned guard drops.
+fn encoded() -> TempDir {
+    let dir = tmpdir("encoded");
+    let out = Command::new("bash")
+        .arg(repo().join("test-audio/make-encoded.sh"))
+        .arg(dir.path())
+        .output()
+        .expect("run bash test-audio/make-encoded.sh");
+    assert!(
+        out.status.success(),
+        "make-encoded.sh failed (scripts/test.sh installs sox and its codecs): {}",
+        text(&out.stderr)
+    );
+    dir
 }
 
-/// Streams `file` (extra `send` options) and records it; returns the recording and the
-/// player's summary line.
-fn stream_and_record(file: &Path, extra: &[&str], name: &str) -> (PathBuf, String) {
+/// Streams `file` (extra `send` options) and records it; returns the recording's folder (removed
+/// when it drops), the recording and the player's summary line.
+fn stream_and_record(file: &Path, extra: &[&str], name: &str) -> (TempDir, PathBuf, String) {
     let sender = Sender::start(file, extra);
-    let out = tmpdir(name).join("received.wav");
+    let tmp = tmpdir(name);
+    let out = tmp.path().join("received.wav");
     let res = run(
         &["play", &sender.addr, "--out", out.to_str().unwrap()],
         Duration::from_secs(30),
@@ -51,13 +50,14 @@ fn stream_and_record(file: &Path, extra: &[&str], name: &str) -> (PathBuf, Strin
         "{name}: play failed: {}{summary}",
         text(&res.stderr)
     );
-    (out, summary)
+    (tmp, out, summary)
 }
 
 fn assert_flac_bit_exact(name: &str) {
     let wav = clip(&format!("{name}.wav"));
-    let flac = encoded().join(format!("{name}.flac"));
-    let (rec, _) = stream_and_record(&flac, &[], &format!("flac-{name}"));
+    let encoded = encoded();
+    let flac = encoded.path().join(format!("{name}.flac"));
+    let (_tmp, rec, _) = stream_and_record(&flac, &[], &format!("flac-{name}"));
     let (want_spec, want) = wav_samples(&wav);
     let (got_spec, got) = wav_samples(&rec);
     assert_eq!(
@@ -94,8 +94,9 @@ fn flac_24_bit_keeps_24_bits_bit_exactly() {
 /// A lossy file against its source: same rate and channels, length within `slack` frames,
 /// aligned within a few samples, and each channel's SNR above `min_snr_db`.
 fn assert_lossy(name: &str, ext: &str, min_snr_db: f64, slack: usize) {
-    let file = encoded().join(format!("{name}.{ext}"));
-    let (rec, summary) = stream_and_record(&file, &[], &format!("{ext}-{name}"));
+    let encoded = encoded();
+    let file = encoded.path().join(format!("{name}.{ext}"));
+    let (_tmp, rec, summary) = stream_and_record(&file, &[], &format!("{ext}-{name}"));
     assert!(
         summary.contains(" f32)"),
         "lossy codecs decode to f32: {summary}"
@@ -158,8 +159,9 @@ fn ogg_vorbis_chords_decode_within_tolerance() {
 
 #[test]
 fn rate_resamples_a_flac_at_the_sender() {
-    let flac = encoded().join("chords-44k-s24-stereo.flac");
-    let (rec, summary) = stream_and_record(&flac, &["--rate", "48000"], "rate-flac");
+    let encoded = encoded();
+    let flac = encoded.path().join("chords-44k-s24-stereo.flac");
+    let (_tmp, rec, summary) = stream_and_record(&flac, &["--rate", "48000"], "rate-flac");
     assert!(summary.contains("48000 Hz 2 ch s24"), "{summary}");
     let src = signal::read_wav(&clip("chords-44k-s24-stereo.wav"));
     let got = signal::read_wav(&rec);

@@ -48,9 +48,10 @@ fn play(
 }
 
 fn keyed_stream_is_bit_exact_and_wrong_keys_are_refused(transport: &str) {
-    let dir = tmpdir(&format!("keys-{transport}"));
-    let good = key_file(&dir, "good.key", "correct horse battery staple");
-    let bad = key_file(&dir, "bad.key", "incorrect horse");
+    let tmp = tmpdir(&format!("keys-{transport}"));
+    let dir = tmp.path();
+    let good = key_file(dir, "good.key", "correct horse battery staple");
+    let bad = key_file(dir, "bad.key", "incorrect horse");
     let src = clip("chords-44k-s24-stereo.wav");
     let sender = Sender::start(
         &src,
@@ -114,10 +115,11 @@ fn recv(socket: &UdpSocket) -> Message {
 
 #[test]
 fn audio_on_the_wire_is_sealed() {
-    let dir = tmpdir("keys-wire");
+    let tmp = tmpdir("keys-wire");
+    let dir = tmp.path();
     let src = clip("sweep-48k-s16-stereo.wav");
     let secret = "a shared secret";
-    let file = key_file(&dir, "k", secret);
+    let file = key_file(dir, "k", secret);
     let sender = Sender::start(
         &src,
         &["--transport", "udp", "--key", file.to_str().unwrap()],
@@ -174,8 +176,9 @@ fn audio_on_the_wire_is_sealed() {
 #[test]
 fn replayed_datagrams_are_dropped() {
     // netsim duplicates half the datagrams: each duplicate is a replay of a valid, sealed frame.
-    let dir = tmpdir("keys-replay");
-    let file = key_file(&dir, "k", "replay me");
+    let tmp = tmpdir("keys-replay");
+    let dir = tmp.path();
+    let file = key_file(dir, "k", "replay me");
     let src = clip("speech-22k-s16-mono.wav");
     let sender = Sender::start(
         &src,
@@ -215,8 +218,9 @@ fn listening_beyond_loopback_without_a_key_warns() {
         "without a key: anyone who can reach it",
         Duration::from_secs(5),
     );
-    let dir = tmpdir("keys-warn");
-    let file = key_file(&dir, "k", "secret");
+    let tmp = tmpdir("keys-warn");
+    let dir = tmp.path();
+    let file = key_file(dir, "k", "secret");
     let keyed = Sender::start_on(&src, "0.0.0.0:0", &["--key", file.to_str().unwrap()]);
     // The keyed one says nothing of the kind: its next line is about players, or nothing.
     let quiet = keyed.lines.recv_timeout(Duration::from_millis(300));

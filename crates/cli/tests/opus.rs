@@ -37,7 +37,8 @@ fn opus_trip(clip_name: &str, extra: &[&str], name: &str) -> Trip {
     let mut args = vec!["--codec", "opus"];
     args.extend_from_slice(extra);
     let sender = Sender::start(&src_path, &args);
-    let out = tmpdir(name).join("received.wav");
+    let tmp = tmpdir(name);
+    let out = tmp.path().join("received.wav");
     let res = run(
         &["play", &sender.addr, "--out", out.to_str().unwrap()],
         Duration::from_secs(30),
@@ -181,7 +182,8 @@ fn count_before(text: &str, word: &str) -> u64 {
 fn udp_at_10_percent_loss_recovers_lost_frames_with_fec() {
     // The speech, twice over (7 s), so most of the stream runs with the FEC the players' loss
     // reports turn on (the first report comes after 0.5 s).
-    let dir = tmpdir("opus-fec");
+    let tmp = tmpdir("opus-fec");
+    let dir = tmp.path();
     let long = dir.join("speech-twice.wav");
     let src = clip("speech-22k-s16-mono.wav");
     let ok = Command::new("sox")
@@ -261,7 +263,8 @@ fn loop_offset(rec: &[i64], src: &[i64], channels: usize, n: usize) -> Option<us
 fn broadcast_players_join_where_the_stream_stands_bit_exactly() {
     let src_path = clip("sweep-48k-s16-stereo.wav");
     let sender = Sender::start(&src_path, &["--broadcast", "--loop"]);
-    let dir = tmpdir("broadcast");
+    let tmp = tmpdir("broadcast");
+    let dir = tmp.path();
     let spawn = |out: &PathBuf| {
         Command::new(bin())
             .args(["play", &sender.addr, "--out"])

@@ -72,7 +72,8 @@ fn play_briefly(addr: &str, out: &Path, rt: &[&str]) -> std::process::Child {
 /// Starts a looping sender and a player at `rt`, waits until both have their streaming threads,
 /// and returns each one's threads.
 fn threads_of_a_stream(rt: &[&str], name: &str) -> (Vec<Thread>, Vec<Thread>) {
-    let dir = tmpdir(name);
+    let tmp = tmpdir(name);
+    let dir = tmp.path();
     let mut args = vec!["--loop", "--transport", "udp"];
     args.extend(rt);
     let sender = Sender::start(&clip("clicks-48k-s16-mono.wav"), &args);

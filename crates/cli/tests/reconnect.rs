@@ -38,7 +38,8 @@ fn kill_restart_resume(transport: &str) {
     let listen = format!("127.0.0.1:{}", free_port(transport == "udp"));
     let extra = ["--transport", transport];
     let mut sender = Sender::start_on(&src, &listen, &extra);
-    let dir = tmpdir(&format!("reconnect-{transport}"));
+    let tmp = tmpdir(&format!("reconnect-{transport}"));
+    let dir = tmp.path();
     let out = dir.join("rec.wav");
     let mut player = Command::new(bin())
         .args([
@@ -116,7 +117,8 @@ fn no_reconnect_gives_up_at_once_in_one_line() {
     let src = clip("speech-22k-s16-mono.wav");
     let mut sender = Sender::start(&src, &[]);
     let addr = sender.addr.clone();
-    let dir = tmpdir("no-reconnect");
+    let tmp = tmpdir("no-reconnect");
+    let dir = tmp.path();
     let out = dir.join("rec.wav");
     let player = Command::new(bin())
         .args(["play", &addr, "--no-reconnect", "--out"])
@@ -147,7 +149,8 @@ fn no_reconnect_gives_up_at_once_in_one_line() {
 fn sigterm_stops_player_and_sender_cleanly() {
     let src = clip("sweep-48k-s16-stereo.wav");
     let mut sender = Sender::start(&src, &["--loop"]);
-    let dir = tmpdir("sigterm");
+    let tmp = tmpdir("sigterm");
+    let dir = tmp.path();
     let out = dir.join("rec.wav");
     let player = Command::new(bin())
         .args(["play", &sender.addr, "--out"])
@@ -192,7 +195,8 @@ fn a_live_player_resumes_where_the_stream_stands() {
     let listen = format!("127.0.0.1:{}", free_port(false));
     let extra = ["--broadcast", "--loop"];
     let mut sender = Sender::start_on(&src, &listen, &extra);
-    let dir = tmpdir("reconnect-live");
+    let tmp = tmpdir("reconnect-live");
+    let dir = tmp.path();
     let out = dir.join("rec.wav");
     let mut player = Command::new(bin())
         .args(["play", &listen, "--latency", "60ms", "--out"])

@@ -150,7 +150,8 @@ fn wav_frames(path: &Path) -> u32 {
 
 #[test]
 fn opus_fits_rfcomm_bandwidth_and_plays_without_underruns() {
-    let dir = common::tmpdir("rfcomm-pair");
+    let tmp = common::tmpdir("rfcomm-pair");
+    let dir = tmp.path();
     let out = dir.join("out.wav");
     // Stereo Opus, 128 kbit/s: a fifth of the link.
     let (summary, connections) = stream(&common::clip("sweep-48k-s16-stereo.wav"), &out, None);
@@ -166,7 +167,8 @@ fn opus_fits_rfcomm_bandwidth_and_plays_without_underruns() {
 
 #[test]
 fn a_dropped_rfcomm_link_is_resumed() {
-    let dir = common::tmpdir("rfcomm-drop");
+    let tmp = common::tmpdir("rfcomm-drop");
+    let dir = tmp.path();
     let out = dir.join("out.wav");
     // 3.5 s of speech (mono Opus, 64 kbit/s); the link dies after about 1 s of it.
     let (summary, connections) =

@@ -83,27 +83,14 @@ fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map_or(0, |m| m.len())
 }
 
-/// A fresh directory for one test; removed at the end unless the test failed (then it keeps
-/// pa.log, the recording and the rest for a look).
-struct TestDir(PathBuf);
-
-impl TestDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("aw-speaker-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the test directory");
-        Self(dir)
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("kept {} for a look", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+/// A fresh directory for one test, removed with all in it (pa.log and the recording too) when
+/// the guard drops, also when the test fails. Declare it before the [`Speaker`], so the daemon
+/// is stopped before its directory goes.
+fn test_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("aw-speaker-{name}-"))
+        .tempdir()
+        .expect("create the test directory")
 }
 
 /// The fake speaker of one test, driven through the script; stopped on drop (also on failure).
@@ -497,9 +484,9 @@ fn play_and_compare(name: &str, clip: &str, extra: &[&str]) -> Measured {
     let _one_at_a_time = real_time();
     require_pulseaudio();
     let t0 = Instant::now();
-    let dir = TestDir::new(name);
-    let rec_path = dir.0.join("rec.wav");
-    let mut speaker = Speaker::start(dir.0.join("speaker"));
+    let dir = test_dir(name);
+    let rec_path = dir.path().join("rec.wav");
+    let mut speaker = Speaker::start(dir.path().join("speaker"));
     let t_speaker = t0.elapsed();
     let clip_path = root().join(clip);
     let (sender, addr) = start_sender(&clip_path);
@@ -721,10 +708,10 @@ struct Live {
 fn live_run(name: &str, extra: &[&str], play_extra: &[&str]) -> Live {
     let _one_at_a_time = real_time();
     require_pulseaudio();
-    let dir = TestDir::new(name);
-    let speaker = Speaker::start(dir.0.join("speaker"));
+    let dir = test_dir(name);
+    let speaker = Speaker::start(dir.path().join("speaker"));
     let clip_path = root().join("test-audio/sweep-48k-s16-stereo.wav");
-    let rec_path = dir.0.join("live.wav");
+    let rec_path = dir.path().join("live.wav");
 
     // The sender captures in the speaker's environment.
     let mut child = audiowire()

@@ -20,7 +20,8 @@ use common::*;
 fn assert_bit_exact(name: &str) {
     let src = clip(name);
     let sender = Sender::start(&src, &[]);
-    let dir = tmpdir(name);
+    let tmp = tmpdir(name);
+    let dir = tmp.path();
     let out = dir.join("received.wav");
     let res = run(
         &[
@@ -110,7 +111,8 @@ fn spawn_player(addr: &str, out: &std::path::Path) -> std::process::Child {
 fn many_players_at_once_each_from_the_start() {
     let src = clip("speech-22k-s16-mono.wav");
     let sender = Sender::start(&src, &[]);
-    let dir = tmpdir("many");
+    let tmp = tmpdir("many");
+    let dir = tmp.path();
     let started = Instant::now();
     let players: Vec<_> = (0..4)
         .map(|i| {
@@ -146,7 +148,8 @@ fn a_dead_player_is_dropped_and_stalls_nobody() {
     audiowire_hello(&mut hello);
     dead.write_all(&hello).unwrap();
 
-    let dir = tmpdir("dead");
+    let tmp = tmpdir("dead");
+    let dir = tmp.path();
     let out = dir.join("live.wav");
     let live = spawn_player(&sender.addr, &out);
     // The dead player's socket fills (about 1 s of audio plus kernel buffers), its writes time
@@ -189,7 +192,8 @@ fn audiowire_hello(out: &mut Vec<u8>) {
 fn ctrl_c_on_the_player_finalizes_the_recording() {
     let src = clip("sweep-48k-s16-stereo.wav");
     let sender = Sender::start(&src, &["--loop"]);
-    let dir = tmpdir("ctrlc");
+    let tmp = tmpdir("ctrlc");
+    let dir = tmp.path();
     let out = dir.join("rec.wav");
     let child = spawn_player(&sender.addr, &out);
     // Wait until more than a second of audio (192 kB/s) is on disk, then interrupt.
@@ -222,7 +226,8 @@ fn ctrl_c_on_the_player_finalizes_the_recording() {
 fn sigkill_leaves_a_playable_recording() {
     let src = clip("sweep-48k-s16-stereo.wav");
     let sender = Sender::start(&src, &["--loop"]);
-    let dir = tmpdir("sigkill");
+    let tmp = tmpdir("sigkill");
+    let dir = tmp.path();
     let out = dir.join("rec.wav");
     let mut child = spawn_player(&sender.addr, &out);
     wait_until("1.2 s recorded", Duration::from_secs(20), || {
@@ -243,7 +248,8 @@ fn sigkill_leaves_a_playable_recording() {
 fn ctrl_c_on_the_sender_ends_every_stream_cleanly() {
     let src = clip("sweep-48k-s16-stereo.wav");
     let sender = Sender::start(&src, &["--loop"]);
-    let dir = tmpdir("sender-ctrlc");
+    let tmp = tmpdir("sender-ctrlc");
+    let dir = tmp.path();
     let out = dir.join("rec.wav");
     let child = spawn_player(&sender.addr, &out);
     sender.wait_for_line("connected", Duration::from_secs(10));
@@ -290,7 +296,8 @@ fn a_non_wav_file_is_refused_in_one_line() {
 
 #[test]
 fn a_truncated_wav_is_refused_in_one_line() {
-    let dir = tmpdir("truncated");
+    let tmp = tmpdir("truncated");
+    let dir = tmp.path();
     let path = dir.join("cut.wav");
     let bytes = std::fs::read(clip("sweep-48k-s16-stereo.wav")).unwrap();
     std::fs::write(&path, &bytes[..100_044]).unwrap();

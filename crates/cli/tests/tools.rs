@@ -387,7 +387,8 @@ fn raw_records_from_python_are_printed() {
 
 #[test]
 fn framed_aligned_records_from_python_go_to_csv_flushed_per_record() {
-    let dir = tmpdir("struct-csv");
+    let tmp = tmpdir("struct-csv");
+    let dir = tmp.path();
     let csv = dir.join("records.csv");
     std::fs::write(&csv, "existing row\n").unwrap();
     // '@' is native: a char, then an int aligned to 4, a double aligned to 8 (16 bytes).
@@ -587,7 +588,8 @@ fn count_lines(path: &std::path::Path) -> usize {
 #[test]
 fn the_log_stream_survives_a_killed_receiver_with_no_line_lost_or_doubled() {
     const N: usize = 3000;
-    let dir = tmpdir("log-reconnect");
+    let tmp = tmpdir("log-reconnect");
+    let dir = tmp.path();
     let log = dir.join("app.log");
     let out = dir.join("out.csv");
     std::fs::write(&log, "").unwrap();
@@ -655,7 +657,8 @@ fn the_log_stream_survives_a_killed_receiver_with_no_line_lost_or_doubled() {
 
 #[test]
 fn tail_follows_truncation_and_rotation_into_lines_listen() {
-    let dir = tmpdir("log-rotate");
+    let tmp = tmpdir("log-rotate");
+    let dir = tmp.path();
     let log = dir.join("app.log");
     let out = dir.join("out.txt");
     std::fs::write(&log, "before start\n").unwrap();
@@ -692,7 +695,8 @@ fn tail_follows_truncation_and_rotation_into_lines_listen() {
 
 #[test]
 fn tail_resumes_where_a_python_receiver_says() {
-    let dir = tmpdir("log-python-rx");
+    let tmp = tmpdir("log-python-rx");
+    let dir = tmp.path();
     let log = dir.join("app.log");
     std::fs::write(&log, "l0\nl1\nl2\nl3\n").unwrap();
     // The receiver says it already holds lines 0 and 1.
@@ -713,7 +717,8 @@ fn tail_resumes_where_a_python_receiver_says() {
 
 #[test]
 fn lines_listen_resumes_a_python_sender_and_skips_what_it_already_wrote() {
-    let dir = tmpdir("log-python-tx");
+    let tmp = tmpdir("log-python-tx");
+    let dir = tmp.path();
     let out = dir.join("out.csv");
     let (_receiver, addr) = start_tool(&[
         "lines",
@@ -744,7 +749,8 @@ fn lines_listen_resumes_a_python_sender_and_skips_what_it_already_wrote() {
 
 #[test]
 fn lines_listen_refuses_an_output_file_someone_shortened() {
-    let dir = tmpdir("log-shortened");
+    let tmp = tmpdir("log-shortened");
+    let dir = tmp.path();
     let out = dir.join("out.csv");
     std::fs::write(&out, "a\n").unwrap();
     std::fs::write(

@@ -43,7 +43,8 @@ fn loss_and_jitter_through_netsim_conceal_exactly_the_lost_frames() {
     let relay =
         UdpRelay::start("127.0.0.1:0", &sender.addr, RelayConfig::symmetric(config)).unwrap();
     let via = relay.local_addr().to_string();
-    let dir = tmpdir("udp-netsim");
+    let tmp = tmpdir("udp-netsim");
+    let dir = tmp.path();
     let out = dir.join("received.wav");
     let res = run(
         &[
@@ -231,7 +232,8 @@ fn the_udp_sender_answers_framed_echo_and_ping() {
 fn several_udp_players_at_once_each_from_the_start() {
     let src = clip("speech-22k-s16-mono.wav");
     let sender = Sender::start(&src, &["--transport", "udp"]);
-    let dir = tmpdir("udp-many");
+    let tmp = tmpdir("udp-many");
+    let dir = tmp.path();
     let players: Vec<_> = (0..3)
         .map(|i| {
             let out = dir.join(format!("p{i}.wav"));

@@ -134,9 +134,11 @@ mod tests {
 
     #[test]
     fn header_is_valid_before_finalize_and_samples_are_exact() {
-        let dir = std::env::temp_dir().join(format!("audiowire-wav-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("rec.wav");
+        let dir = tempfile::Builder::new()
+            .prefix("audiowire-wav-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("rec.wav");
         let info = StreamInfo {
             sample_rate: 1000,
             channels: 1,

@@ -669,13 +669,17 @@ mod tests {
     use super::*;
     use audiowire_protocol::Message;
     use std::path::PathBuf;
+    use tempfile::TempDir;
 
-    /// A WAV of `frames` sample frames of 8 kHz mono s16 (a ramp: every frame differs), and its
-    /// samples as the wire carries them.
-    fn ramp_wav(name: &str, frames: usize) -> (PathBuf, Vec<u8>) {
-        let dir = std::env::temp_dir().join(format!("audiowire-broadcast-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
+    /// A WAV of `frames` sample frames of 8 kHz mono s16 (a ramp: every frame differs) in a
+    /// fresh folder, removed when the returned guard drops, and its samples as the wire carries
+    /// them.
+    fn ramp_wav(name: &str, frames: usize) -> (TempDir, PathBuf, Vec<u8>) {
+        let dir = tempfile::Builder::new()
+            .prefix("audiowire-broadcast-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join(name);
         let spec = hound::WavSpec {
             channels: 1,
             sample_rate: 8000,
@@ -690,7 +694,7 @@ mod tests {
             pcm.extend_from_slice(&s.to_le_bytes());
         }
         w.finalize().unwrap();
-        (path, pcm)
+        (dir, path, pcm)
     }
 
     /// A broadcast of `path` in datagrams of 100 bytes of samples: 50-sample frames (6.25 ms),
@@ -716,7 +720,7 @@ mod tests {
 
     #[test]
     fn a_direct_player_gets_from_the_producer_what_a_queued_player_gets() {
-        let (path, pcm) = ramp_wav("direct.wav", 2400);
+        let (_dir, path, pcm) = ramp_wav("direct.wav", 2400);
         let hub = broadcast(&path);
         // Both ask for the whole history (5 s is kept), so they get every frame whenever their
         // thread joins.
@@ -763,7 +767,7 @@ mod tests {
 
     #[test]
     fn a_direct_player_that_fails_or_stops_is_let_go() {
-        let (path, _) = ramp_wav("leave.wav", 80_000);
+        let (_dir, path, _) = ramp_wav("leave.wav", 80_000);
         let hub = broadcast(&path);
         let shutdown = Arc::new(AtomicBool::new(false));
         let producer = hub.start(&shutdown).unwrap();

@@ -718,6 +718,7 @@ impl Frames {
 mod tests {
     use super::*;
     use std::path::PathBuf;
+    use tempfile::TempDir;
 
     /// Frames under 10 ms take the restricted low-delay mode: 2.5 ms of look-ahead (the
     /// pre-skip a player drops) instead of 6.5 ms; 10 ms and longer keep SILK (and FEC).
@@ -748,10 +749,13 @@ mod tests {
         assert_eq!(new_opus(2, &low, false, 960).unwrap().lookahead, 312);
     }
 
-    fn temp_wav(name: &str, rate: u32, channels: u16, frames: usize) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("audiowire-feed-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
+    /// A WAV named `name` in a fresh folder, removed when the returned guard drops.
+    fn temp_wav(name: &str, rate: u32, channels: u16, frames: usize) -> (TempDir, PathBuf) {
+        let dir = tempfile::Builder::new()
+            .prefix("audiowire-feed-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join(name);
         let spec = hound::WavSpec {
             channels,
             sample_rate: rate,
@@ -764,7 +768,7 @@ mod tests {
                 .unwrap();
         }
         w.finalize().unwrap();
-        path
+        (dir, path)
     }
 
     fn frames_of(config: &ServerConfig) -> (StreamInfo, Vec<u32>) {
@@ -786,7 +790,7 @@ mod tests {
 
     #[test]
     fn opus_frames_are_whole_and_cover_the_file_and_its_look_ahead() {
-        let path = temp_wav("a.wav", 22_050, 1, 22_050);
+        let (_dir, path) = temp_wav("a.wav", 22_050, 1, 22_050);
         let mut config = ServerConfig::new(&path);
         config.codec = CodecConfig::Opus(OpusSettings::default());
         config.frame_ms = 20.0;
@@ -803,7 +807,7 @@ mod tests {
 
     #[test]
     fn pcm_resampled_to_a_rate_keeps_the_duration() {
-        let path = temp_wav("b.wav", 44_100, 2, 44_100);
+        let (_dir, path) = temp_wav("b.wav", 44_100, 2, 44_100);
         let mut config = ServerConfig::new(&path);
         config.rate = Some(48_000);
         let (info, sizes) = frames_of(&config);
@@ -816,7 +820,7 @@ mod tests {
 
     #[test]
     fn resuming_an_opus_stream_at_its_end_sends_nothing_more() {
-        let path = temp_wav("resume-end.wav", 22_050, 1, 22_050);
+        let (_dir, path) = temp_wav("resume-end.wav", 22_050, 1, 22_050);
         let mut config = ServerConfig::new(&path);
         config.codec = CodecConfig::Opus(OpusSettings::default());
         config.frame_ms = 20.0;
@@ -842,12 +846,12 @@ mod tests {
 
     #[test]
     fn opus_refuses_what_it_cannot_carry() {
-        let path = temp_wav("c.wav", 48_000, 3, 480);
+        let (_dir, path) = temp_wav("c.wav", 48_000, 3, 480);
         let mut config = ServerConfig::new(&path);
         config.codec = CodecConfig::Opus(OpusSettings::default());
         let err = describe(&config, None).unwrap_err().to_string();
         assert!(err.contains("mono or stereo"), "{err}");
-        let path = temp_wav("d.wav", 48_000, 2, 480);
+        let (_dir, path) = temp_wav("d.wav", 48_000, 2, 480);
         let mut config = ServerConfig::new(&path);
         config.codec = CodecConfig::Opus(OpusSettings::default());
         config.frame_ms = 7.0;

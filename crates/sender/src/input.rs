@@ -352,9 +352,11 @@ mod tests {
 
     #[test]
     fn a_text_file_is_not_audio() {
-        let dir = std::env::temp_dir().join(format!("audiowire-input-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("notes.txt");
+        let dir = tempfile::Builder::new()
+            .prefix("audiowire-input-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("notes.txt");
         std::fs::write(&path, "these are not the samples you are looking for").unwrap();
         let err = open(&path).unwrap_err().to_string();
         assert!(err.contains("is not an audio file"), "{err}");

@@ -391,6 +391,7 @@ impl WavSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tempfile::TempDir;
 
     fn write_wav(path: &Path, spec: hound::WavSpec, samples: &[i32]) {
         let mut w = hound::WavWriter::create(path, spec).unwrap();
@@ -400,15 +401,19 @@ mod tests {
         w.finalize().unwrap();
     }
 
-    fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("audiowire-source-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
+    /// A path named `name` in a fresh folder, removed when the returned guard drops.
+    fn temp(name: &str) -> (TempDir, PathBuf) {
+        let dir = tempfile::Builder::new()
+            .prefix("audiowire-source-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join(name);
+        (dir, path)
     }
 
     #[test]
     fn reads_24_bit_at_full_resolution_frame_by_frame() {
-        let path = temp("s24.wav");
+        let (_dir, path) = temp("s24.wav");
         let spec = hound::WavSpec {
             channels: 2,
             sample_rate: 44_100,
@@ -460,7 +465,7 @@ mod tests {
         ];
         for (bits, sample_format) in cases {
             for channels in [1u16, 2, 3] {
-                let path = temp(&format!("raw-{bits}-{sample_format:?}-{channels}.wav"));
+                let (_dir, path) = temp(&format!("raw-{bits}-{sample_format:?}-{channels}.wav"));
                 let spec = hound::WavSpec {
                     channels,
                     sample_rate: 8000,
@@ -516,7 +521,7 @@ mod tests {
 
     #[test]
     fn a_truncated_data_chunk_is_refused_on_open() {
-        let path = temp("trunc.wav");
+        let (_dir, path) = temp("trunc.wav");
         let spec = hound::WavSpec {
             channels: 1,
             sample_rate: 8000,
@@ -539,7 +544,7 @@ mod tests {
 
     #[test]
     fn bytes_in_memory_read_as_the_file_does() {
-        let path = temp("mem.wav");
+        let (_dir, path) = temp("mem.wav");
         let spec = hound::WavSpec {
             channels: 2,
             sample_rate: 8000,
@@ -605,7 +610,7 @@ mod tests {
 
     #[test]
     fn a_text_file_is_not_wav() {
-        let path = temp("notes.txt");
+        let (_dir, path) = temp("notes.txt");
         std::fs::write(&path, "these are not the samples you are looking for").unwrap();
         let err = WavSource::open(&path).unwrap_err().to_string();
         assert!(err.contains("is not a WAV file"), "{err}");

@@ -545,9 +545,11 @@ mod tests {
 
     #[test]
     fn a_cookie_is_bound_to_the_address() {
-        let dir = std::env::temp_dir().join(format!("audiowire-udp-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("a.wav");
+        let dir = tempfile::Builder::new()
+            .prefix("audiowire-udp-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("a.wav");
         let spec = hound::WavSpec {
             channels: 2,
             sample_rate: 48_000,

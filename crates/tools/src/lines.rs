@@ -347,10 +347,11 @@ mod tests {
 
     #[test]
     fn bytes_after_the_recorded_length_are_cut_and_a_shorter_file_is_refused() {
-        let dir = std::env::temp_dir().join(format!("audiowire-lines-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let out = dir.join("out.csv");
+        let dir = tempfile::Builder::new()
+            .prefix("audiowire-lines-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let out = dir.path().join("out.csv");
         std::fs::write(&out, "a\nb\nhalf-written").unwrap_or_else(|e| panic!("{e}"));
         let state = State {
             session: Some(9),
@@ -372,6 +373,5 @@ mod tests {
                 state_path(&out).display()
             )
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

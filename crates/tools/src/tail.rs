@@ -415,10 +415,11 @@ mod tests {
 
     #[test]
     fn the_follower_survives_truncation_and_rotation() {
-        let dir = std::env::temp_dir().join(format!("audiowire-follow-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let log = dir.join("app.log");
+        let dir = tempfile::Builder::new()
+            .prefix("audiowire-follow-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let log = dir.path().join("app.log");
         let write = |s: &str| {
             use std::io::Write;
             let mut f = std::fs::OpenOptions::new()
@@ -443,18 +444,17 @@ mod tests {
         write("d\n");
         assert_eq!(drain(&mut f), ["d"]);
         // Rotation: rename, then a new file; a line appended to the old file first is kept.
-        std::fs::rename(&log, dir.join("app.log.1")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::rename(&log, dir.path().join("app.log.1")).unwrap_or_else(|e| panic!("{e}"));
         {
             use std::io::Write;
             let mut old = std::fs::OpenOptions::new()
                 .append(true)
-                .open(dir.join("app.log.1"))
+                .open(dir.path().join("app.log.1"))
                 .unwrap_or_else(|e| panic!("{e}"));
             old.write_all(b"e\nunfinished")
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         write("f\n");
         assert_eq!(drain(&mut f), ["e", "unfinished", "f"]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -21,12 +21,13 @@ pub fn clip(name: &str) -> PathBuf {
     repo().join("test-audio").join(name)
 }
 
-/// A fresh, empty folder for one test.
-pub fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("audiowire-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh, empty folder for one test, removed with all in it when the guard drops (also when
+/// the test fails): keep it in a variable for as long as the folder is used.
+pub fn tmpdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("audiowire-test-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// A running `audiowire send`, killed on drop. Its stderr lines arrive on `lines`.
