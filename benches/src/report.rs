@@ -83,6 +83,19 @@ impl Machine {
         ))
     }
 
+    /// What a thread's wake-up costs on this machine (the wake-up probe's own CPU time per
+    /// wake-up over the run), and so what 100 wake-ups a second cost, beside the CPU targets:
+    /// a stream wakes at least once per frame on each side, a player once more per output
+    /// period.
+    pub fn wakeup_cost_line(&self) -> Option<String> {
+        let w = self.wakeups.as_ref()?;
+        Some(format!(
+            "this machine: {:.1} µs of CPU per thread wake-up (the wake-up probe's), so 100 wake-ups a second cost {:.4} cores",
+            w.cpu_us_per_wakeup?,
+            w.cores_for(100.0)?
+        ))
+    }
+
     /// Notes the load at the end.
     pub fn finish(&mut self) {
         self.load_end = std::fs::read_to_string("/proc/loadavg")
@@ -99,6 +112,7 @@ fn wake_json(w: Option<&crate::wakeup::Lateness>) -> Value {
             "late_ms": lat_json(Some(w.late_ms)),
             "late_2ms_or_more": w.over_2ms,
             "late_5ms_or_more": w.over_5ms,
+            "cpu_us_per_wakeup": w.cpu_us_per_wakeup,
         }),
     }
 }
@@ -435,10 +449,16 @@ impl Report {
                 verdict: Verdict::NotMeasured,
             };
         };
+        // What the machine's wake-ups cost is said beside the figures; the verdict is on the
+        // figures alone.
+        let cost = self
+            .machine
+            .wakeup_cost_line()
+            .map_or(String::new(), |l| format!("; {l}"));
         Check {
             target: target.into(),
             measured: format!(
-                "sender median {} max {ms:.4}; player median {} max {mp:.4} (cores, over {} cells)",
+                "sender median {} max {ms:.4}; player median {} max {mp:.4} (cores, over {} cells){cost}",
                 f(median(&senders), 4),
                 f(median(&players), 4),
                 cells.len()
@@ -604,5 +624,39 @@ mod tests {
         let j = report.to_json();
         assert_eq!(j["cells"][1]["latency_ms"]["p50"], 24.0);
         assert_eq!(j["targets"][2]["verdict"], "Missed");
+        // No probe, no word on what a wake-up costs.
+        assert!(!checks[2].measured.contains("this machine"));
+    }
+
+    #[test]
+    fn the_cpu_targets_say_what_a_wake_up_costs_and_are_judged_on_the_figures() {
+        let mut machine = Machine::now();
+        // 1000 wake-ups that cost 40 ms of the probe's CPU: 40 µs each.
+        machine.wakeups = crate::wakeup::Lateness::of(&[120; 1000], Some(40_000_000));
+        let mut cheap = result(Transport::Udp, 10.0, Profile::Clean, 20.0, 25.0, 0);
+        cheap.cpu_player = Some(0.005);
+        let dear = result(Transport::Tcp, 10.0, Profile::Clean, 20.0, 25.0, 0);
+        let report = |cells| Report {
+            mode: "quick".into(),
+            machine: machine.clone(),
+            wall_s: 1.0,
+            cells,
+            remote: Vec::new(),
+        };
+        let note = "; this machine: 40.0 µs of CPU per thread wake-up (the wake-up probe's), so 100 wake-ups a second cost 0.0040 cores";
+        let met = report(vec![cheap.clone()]).checks();
+        assert_eq!(met[2].verdict, Verdict::Met);
+        assert!(met[2].measured.ends_with(note), "{}", met[2].measured);
+        // The player's 0.01 is over 0.006 whatever a wake-up costs.
+        let missed = report(vec![cheap, dear]).checks();
+        assert_eq!(missed[2].verdict, Verdict::Missed);
+        assert!(missed[2].measured.ends_with(note), "{}", missed[2].measured);
+        // No Opus cell: not measured, and nothing said.
+        assert_eq!(missed[3].verdict, Verdict::NotMeasured);
+        assert!(!missed[3].measured.contains("this machine"));
+        let r = report(Vec::new());
+        let md = r.markdown(&[]);
+        assert!(md.contains("; 40.0 µs of CPU per wake-up."), "{md}");
+        assert_eq!(r.to_json()["machine"]["wakeups"]["cpu_us_per_wakeup"], 40.0);
     }
 }
