@@ -43,8 +43,9 @@ pub trait Decoder: std::fmt::Debug + Send {
     /// of the stream.
     fn fill(&mut self, frames: usize) -> Vec<u8>;
 
-    /// Whether a lost frame can be rebuilt from the frame after it (Opus's in-band FEC), so
-    /// that having that frame buffered when the loss is found is worth a frame of latency.
+    /// Whether a lost frame can be rebuilt from the frame after it (Opus's in-band FEC, when
+    /// the stream carries it), so that having that frame buffered when the loss is found is
+    /// worth a frame of latency.
     fn recovers_from_next(&self) -> bool {
         false
     }
@@ -161,7 +162,13 @@ pub struct OpusDecoder {
     /// Decoded samples still to drop at the start (the encoder's look-ahead).
     skip: usize,
     floats: Vec<f32>,
+    /// Packets decoded since the last that carried FEC (LBRR) data, saturating.
+    since_fec: u32,
 }
+
+/// Packets without FEC data after which a stream is taken to carry none (a TCP stream never
+/// does; a UDP stream's encoder may leave it out of a packet or two, in silence say).
+const FEC_GONE_AFTER: u32 = 100;
 
 impl std::fmt::Debug for OpusDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -200,6 +207,7 @@ impl OpusDecoder {
             channels: usize::from(info.channels),
             skip: usize::from(pre_skip),
             floats: Vec::new(),
+            since_fec: FEC_GONE_AFTER,
         })
     }
 
@@ -236,10 +244,15 @@ impl OpusDecoder {
 
 impl Decoder for OpusDecoder {
     fn recovers_from_next(&self) -> bool {
-        true
+        self.since_fec < FEC_GONE_AFTER
     }
 
     fn decode(&mut self, payload: Vec<u8>) -> Vec<u8> {
+        self.since_fec = if audiowire_protocol::opus::has_lbrr(&payload) {
+            0
+        } else {
+            self.since_fec.saturating_add(1)
+        };
         let frames = audiowire_protocol::opus::packet_samples(&payload)
             .map_or(self.info.samples_per_frame as usize, |n| n as usize);
         self.run(&payload, frames, false)
@@ -371,6 +384,29 @@ mod tests {
         assert_eq!(floats(&c.payload).len(), 960);
         // Concealment without a next packet: PLC again, the right length.
         assert_eq!(floats(&d.conceal(960, None).payload).len(), 960);
+    }
+
+    #[test]
+    fn a_frame_is_worth_waiting_for_only_while_the_stream_carries_fec() {
+        let (with, _) = packets(10, true);
+        let (without, _) = packets(10 + FEC_GONE_AFTER as usize, false);
+        let mut d = OpusDecoder::new(&opus_info(1, 960, 0)).unwrap();
+        // Nothing decoded yet, or a stream without FEC (a TCP one): nothing to wait for.
+        assert!(!d.recovers_from_next());
+        for p in &without[..10] {
+            let _ = d.decode(p.clone());
+        }
+        assert!(!d.recovers_from_next());
+        for p in &with {
+            let _ = d.decode(p.clone());
+        }
+        assert!(d.recovers_from_next());
+        // A few packets without it (silence, say) do not change that; a long run does.
+        for (k, p) in without[10..].iter().enumerate() {
+            assert!(d.recovers_from_next(), "after {k} packets without FEC");
+            let _ = d.decode(p.clone());
+        }
+        assert!(!d.recovers_from_next());
     }
 
     #[test]

@@ -287,8 +287,11 @@ impl JitterBuffer {
         if seq < self.next_seq {
             if self.concealed_recent.contains(&seq) {
                 self.stats.late += 1;
-                // It was concealed; now it is here: count it once.
+                // It was concealed; now it is here: count it once. Its delay is the network's
+                // all the same, and the one the target most needs to see: learning only from
+                // frames that came in time, a bridged stream would never raise it.
                 self.concealed_recent.retain(|&s| s != seq);
+                self.learn(audio.position, arrival);
             } else {
                 self.stats.duplicated += 1;
             }
@@ -301,8 +304,14 @@ impl JitterBuffer {
         self.stats.received += 1;
         let frames = self.info.frames_in(&audio.payload).unwrap_or(0);
         self.newest_end = self.newest_end.max(audio.position + frames);
-        let transit =
-            arrival.as_secs_f64() - audio.position as f64 / f64::from(self.info.sample_rate);
+        self.learn(audio.position, arrival);
+        self.file(seq, audio, arrival);
+    }
+
+    /// Measures the transit of a frame that starts at `position` and arrived at `arrival`: the
+    /// jitter statistic, and, once playback runs, the target's window.
+    fn learn(&mut self, position: u64, arrival: Duration) {
+        let transit = arrival.as_secs_f64() - position as f64 / f64::from(self.info.sample_rate);
         if let Some(prev) = self.prev_transit {
             self.jitter += ((transit - prev).abs() - self.jitter) / 16.0;
             self.stats.jitter_us = (self.jitter * 1e6) as u64;
@@ -312,7 +321,7 @@ impl JitterBuffer {
         // a file's pre-roll): their transit says nothing of the network, so the target learns
         // from the frames that follow.
         if !self.started {
-            return self.file(seq, audio, arrival);
+            return;
         }
         self.transits.push_back((arrival, transit));
         while let Some(&(t, _)) = self.transits.front() {
@@ -322,7 +331,6 @@ impl JitterBuffer {
                 break;
             }
         }
-        self.file(seq, audio, arrival);
         self.update_target(arrival);
     }
 
@@ -830,6 +838,57 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn frames_that_come_after_being_bridged_raise_the_target() {
+        let mut policy = TargetPolicy::adaptive(ms(1), ms(10), ms(1000));
+        policy.bridge = ms(40);
+        let mut jb = JitterBuffer::new(info(), policy);
+        // A frame on time, played as soon as it came.
+        let on_time = |jb: &mut JitterBuffer, seq: u64| {
+            jb.push(frame(seq), ms(seq * 10));
+            let popped = jb.pop();
+            assert!(
+                matches!(
+                    popped,
+                    Popped::Frame {
+                        concealed: false,
+                        ..
+                    }
+                ),
+                "{popped:?}"
+            );
+        };
+        // 3 s of them.
+        for seq in 0..300 {
+            on_time(&mut jb, seq);
+        }
+        let calm = jb.target();
+        assert!(calm < ms(15), "{calm:?}");
+        // Then every 10th frame comes 25 ms late: its turn passes first (bridged, concealed),
+        // and it is dropped as late when it comes. Its delay must still count.
+        for k in 0..10 {
+            let seq = 300 + k * 10;
+            let popped = jb.pop();
+            assert!(
+                matches!(
+                    popped,
+                    Popped::Frame {
+                        concealed: true,
+                        ..
+                    }
+                ),
+                "{popped:?}"
+            );
+            jb.push(frame(seq), ms(seq * 10 + 25));
+            for next in seq + 1..seq + 10 {
+                on_time(&mut jb, next);
+            }
+        }
+        assert_eq!((jb.stats().late, jb.stats().underruns), (10, 0));
+        // 25 ms above the mean (which they raise by 2.5 ms), plus half a frame and 2 ms.
+        assert!(jb.target() >= ms(27), "{:?}", jb.target());
     }
 
     #[test]
