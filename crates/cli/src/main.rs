@@ -161,10 +161,11 @@ enum Command {
         /// With --out: play on the device as well as recording.
         #[arg(long, requires = "out")]
         also_play: bool,
-        /// UDP: a frame not there in time, with nothing buffered behind it, is concealed in its
-        /// place and dropped if it comes (`conceal`: the timing kept, the default on a device),
-        /// or waited for (`wait`: the latency rises, every frame that arrives is kept; the
-        /// default with --out alone).
+        /// A frame not there in time, with nothing buffered behind it (late or lost), is
+        /// concealed in its place and dropped if it comes (`conceal`: the timing kept, the
+        /// default on a device; up to 40 ms in a row, then the stream stalls), or waited for
+        /// (`wait`: the latency rises, every frame that arrives is kept; the default with --out
+        /// alone).
         #[arg(long, value_enum)]
         late: Option<LateArg>,
         /// Open the device at this sample rate and resample the stream to it.

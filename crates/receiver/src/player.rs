@@ -51,10 +51,10 @@ const MARGIN_CALM: Duration = Duration::from_secs(10);
 /// cover (see `Pipeline::poll_wait`), so this is scheduling slack only.
 pub const FEED_SLACK: f64 = 0.001;
 
-/// How much of a UDP stream the jitter buffer conceals in a row, with nothing buffered, before
-/// it stalls (see [`TargetPolicy::bridge`]): longer than the late frames of a jittery network,
-/// shorter than a sender that stopped.
-pub const UDP_BRIDGE: Duration = Duration::from_millis(40);
+/// How much of a stream the jitter buffer conceals in a row, with nothing buffered, before it
+/// stalls when playing (see [`TargetPolicy::bridge`]): longer than the late frames of a jittery
+/// network, shorter than a sender that stopped.
+pub const BRIDGE: Duration = Duration::from_millis(40);
 /// The default highest adaptive target.
 pub const DEFAULT_LATENCY_MAX: Duration = Duration::from_secs(1);
 
@@ -82,11 +82,12 @@ pub enum Output {
     Null,
 }
 
-/// What a UDP player does when a frame is not there in time and nothing is buffered behind it.
+/// What a player does when a frame is not there in time and nothing is buffered behind it (a
+/// datagram late or lost, or a TCP segment held up by the network).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LatePolicy {
     /// Conceal it in its place and drop it if it comes (the stream keeps its timing: what a
-    /// listener wants), for up to [`UDP_BRIDGE`] in a row, then stall.
+    /// listener wants), for up to [`BRIDGE`] in a row, then stall.
     Conceal,
     /// Stall until it comes (the latency rises by the wait; every frame that arrives is kept:
     /// what a recording wants).
@@ -145,7 +146,7 @@ pub struct PlayerConfig {
     /// The device period asked of the output (its callback size), 10 ms by default: smaller
     /// for lower latency, larger for a busy machine.
     pub period: Duration,
-    /// Late frames over UDP; `None`: [`LatePolicy::Conceal`] when playing on a device,
+    /// Late frames; `None`: [`LatePolicy::Conceal`] when playing on a device,
     /// [`LatePolicy::Wait`] when only recording.
     pub late: Option<LatePolicy>,
 }
@@ -183,15 +184,16 @@ impl PlayerConfig {
         } else {
             TargetPolicy::adaptive(self.latency_min, self.latency, self.latency_max)
         };
-        // Over UDP a frame that is not here when its turn comes, with nothing behind it, is
-        // late or lost: conceal it and keep the timeline, as for any lost frame, rather than
-        // stall and play everything after it later. A longer silence stalls as over TCP.
+        // A frame that is not here when its turn comes, with nothing behind it, is late (or,
+        // over UDP, lost): when playing, conceal it and keep the timeline, as for any lost
+        // frame, rather than stall and play everything after it later. A longer silence
+        // stalls.
         let late = self.late.unwrap_or(match self.output {
             Output::Device(_) => LatePolicy::Conceal,
             Output::Null => LatePolicy::Wait,
         });
-        if self.transport == Transport::Udp && late == LatePolicy::Conceal {
-            policy.bridge = UDP_BRIDGE;
+        if late == LatePolicy::Conceal {
+            policy.bridge = BRIDGE;
         }
         policy
     }
@@ -1007,19 +1009,22 @@ mod tests {
             c.policy().bridge
         };
         let device = || Output::Device(None);
-        assert_eq!(bridge(Transport::Udp, device(), None), UDP_BRIDGE);
+        assert_eq!(bridge(Transport::Udp, device(), None), BRIDGE);
         assert_eq!(bridge(Transport::Udp, Output::Null, None), Duration::ZERO);
         assert_eq!(
             bridge(Transport::Udp, Output::Null, Some(LatePolicy::Conceal)),
-            UDP_BRIDGE
+            BRIDGE
         );
         assert_eq!(
             bridge(Transport::Udp, device(), Some(LatePolicy::Wait)),
             Duration::ZERO
         );
-        // Nothing is lost over TCP: a late frame is always waited for.
+        // Over TCP nothing is lost, but a frame held up behind a slow segment is as late for
+        // a listener: the same policy.
+        assert_eq!(bridge(Transport::Tcp, device(), None), BRIDGE);
+        assert_eq!(bridge(Transport::Tcp, Output::Null, None), Duration::ZERO);
         assert_eq!(
-            bridge(Transport::Tcp, device(), Some(LatePolicy::Conceal)),
+            bridge(Transport::Rfcomm, device(), Some(LatePolicy::Wait)),
             Duration::ZERO
         );
     }
