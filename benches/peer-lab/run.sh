@@ -49,7 +49,8 @@ if want audiowire; then
     # The sender captures from JACK (cpal's JACK host) and the player plays into it: LABEL|send
     # options|play options. First the defaults (TCP; live frames of one JACK period for PCM,
     # 5 ms for Opus; adaptive latency), then UDP with the default player, then the lowest
-    # settings: Opus in 2.5 ms frames, and a pinned target under the adaptive floor.
+    # settings: a pinned target under the adaptive floor, and Opus in 2.5 ms frames (adaptive, and
+    # pinned where the adaptive start settles a few ms higher).
     runs=(
         "audiowire default (TCP, PCM, 5.33 ms frames, adaptive)||"
         "audiowire Opus default (TCP, 5 ms frames, adaptive)|--codec opus|"
@@ -57,6 +58,7 @@ if want audiowire; then
         "audiowire UDP PCM, --latency 5ms|--transport udp|--transport udp --latency 5ms"
         "audiowire UDP Opus 5 ms (adaptive)|--transport udp --codec opus|--transport udp"
         "audiowire UDP Opus 2.5 ms (adaptive)|--transport udp --codec opus --frame-ms 2.5|--transport udp"
+        "audiowire UDP Opus 2.5 ms, --latency 8ms|--transport udp --codec opus --frame-ms 2.5|--transport udp --latency 8ms"
     )
     if "$aw" send --help | grep -q -- '--input'; then
         i=0
