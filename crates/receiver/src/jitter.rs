@@ -154,6 +154,9 @@ pub struct JitterBuffer {
     bridged: u64,
     /// Where playout started: the first [`BRIDGE_AFTER`] of playout stalls, never bridges.
     first_position: Option<u64>,
+    /// Where playout was when a concealed frame last came after all: for [`BRIDGE_AFTER`]
+    /// from there, a missing frame stalls rather than bridges.
+    late_at: Option<u64>,
     /// Losses counted at the last target update, and when the last new one was seen.
     losses_seen: u64,
     last_loss: Option<Duration>,
@@ -213,6 +216,7 @@ impl JitterBuffer {
             started: false,
             stalled: false,
             bridged: 0,
+            late_at: None,
             first_position: None,
             losses_seen: 0,
             last_loss: None,
@@ -292,6 +296,7 @@ impl JitterBuffer {
                 // frames that came in time, a bridged stream would never raise it.
                 self.concealed_recent.retain(|&s| s != seq);
                 self.learn(audio.position, arrival);
+                self.late_at = Some(self.next_position);
             } else {
                 self.stats.duplicated += 1;
             }
@@ -496,6 +501,12 @@ impl JitterBuffer {
             && self
                 .first_position
                 .is_some_and(|p| self.next_position.saturating_sub(p) >= self.samples_in(BRIDGE_AFTER))
+            // Bridging is for a frame late now and then. Another within 2 s says the level is
+            // too low for this network (or for a pinned target): stalling raises it by a frame
+            // at once, where bridging would conceal frame after frame and never catch up.
+            && self
+                .late_at
+                .is_none_or(|p| self.next_position.saturating_sub(p) >= self.samples_in(BRIDGE_AFTER))
             // Never past a known length: a file's last frames are followed by silence, not loss.
             && self.info.total_frames.is_none_or(|t| self.next_position < t);
         if successor.is_some() || self.end.is_some() || bridge {
@@ -808,36 +819,36 @@ mod tests {
         ));
         let s = jb.stats();
         assert_eq!((s.lost, s.late, s.underruns), (1, 1, 1));
-        // A sender that stops: 20 ms (two frames) are bridged, then the buffer stalls.
-        assert!(matches!(
-            jb.pop(),
-            Popped::Frame {
-                sequence: 203,
-                concealed: true,
-                ..
-            }
-        ));
-        assert!(matches!(
-            jb.pop(),
-            Popped::Frame {
-                sequence: 204,
-                concealed: true,
-                ..
-            }
-        ));
-        assert!(matches!(jb.pop(), Popped::Stall { .. }));
+        // Another frame late within 2 s of that one: the level is too low for this network,
+        // so the buffer stalls (raising it by a frame) instead of bridging again.
         assert!(matches!(jb.pop(), Popped::Stall { .. }));
         assert_eq!(jb.stats().underruns, 2);
+        // 2 s of frames on time after it.
+        for seq in 203..=403 {
+            jb.push(frame(seq), ms(seq * 10 + 5));
+            assert!(matches!(jb.pop(), Popped::Frame { sequence, .. } if sequence == seq));
+        }
+        // A sender that stops: 20 ms (two frames) are bridged, then the buffer stalls.
+        for seq in [404, 405] {
+            let popped = jb.pop();
+            let ok = matches!(popped, Popped::Frame { sequence, concealed: true, .. } if sequence == seq);
+            assert!(ok, "{popped:?}");
+        }
+        assert!(matches!(jb.pop(), Popped::Stall { .. }));
+        assert!(matches!(jb.pop(), Popped::Stall { .. }));
+        assert_eq!(jb.stats().underruns, 3);
         // When frames come again, the stream goes on from where it stalled.
-        jb.push(frame(205), ms(2100));
-        assert!(matches!(
-            jb.pop(),
+        jb.push(frame(406), ms(4100));
+        let popped = jb.pop();
+        let ok = matches!(
+            popped,
             Popped::Frame {
-                sequence: 205,
+                sequence: 406,
                 concealed: false,
                 ..
             }
-        ));
+        );
+        assert!(ok, "{popped:?}");
     }
 
     #[test]
@@ -849,16 +860,14 @@ mod tests {
         let on_time = |jb: &mut JitterBuffer, seq: u64| {
             jb.push(frame(seq), ms(seq * 10));
             let popped = jb.pop();
-            assert!(
-                matches!(
-                    popped,
-                    Popped::Frame {
-                        concealed: false,
-                        ..
-                    }
-                ),
-                "{popped:?}"
+            let ok = matches!(
+                popped,
+                Popped::Frame {
+                    concealed: false,
+                    ..
+                }
             );
+            assert!(ok, "{popped:?}");
         };
         // 3 s of them.
         for seq in 0..300 {
@@ -866,28 +875,35 @@ mod tests {
         }
         let calm = jb.target();
         assert!(calm < ms(15), "{calm:?}");
-        // Then every 10th frame comes 25 ms late: its turn passes first (bridged, concealed),
-        // and it is dropped as late when it comes. Its delay must still count.
+        // Then a frame comes 25 ms late: its turn passes first (bridged, concealed), and it
+        // is dropped as late when it comes.
+        let popped = jb.pop();
+        let ok = matches!(
+            popped,
+            Popped::Frame {
+                sequence: 300,
+                concealed: true,
+                ..
+            }
+        );
+        assert!(ok, "{popped:?}");
+        jb.push(frame(300), ms(3000 + 25));
+        // Then every 10th: within 2 s of a late one, the buffer stalls for it (a frame more
+        // buffered at once), and it plays when it comes.
         for k in 0..10 {
-            let seq = 300 + k * 10;
-            let popped = jb.pop();
-            assert!(
-                matches!(
-                    popped,
-                    Popped::Frame {
-                        concealed: true,
-                        ..
-                    }
-                ),
-                "{popped:?}"
-            );
-            jb.push(frame(seq), ms(seq * 10 + 25));
-            for next in seq + 1..seq + 10 {
+            for next in 301 + k * 10..310 + k * 10 {
                 on_time(&mut jb, next);
             }
+            let seq = 310 + k * 10;
+            assert!(matches!(jb.pop(), Popped::Stall { .. }));
+            jb.push(frame(seq), ms(seq * 10 + 25));
+            let popped = jb.pop();
+            let ok = matches!(popped, Popped::Frame { sequence, concealed: false, .. } if sequence == seq);
+            assert!(ok, "{popped:?}");
         }
-        assert_eq!((jb.stats().late, jb.stats().underruns), (10, 0));
-        // 25 ms above the mean (which they raise by 2.5 ms), plus half a frame and 2 ms.
+        assert_eq!((jb.stats().late, jb.stats().underruns), (1, 10));
+        // Every delay counted, the late one's too: 25 ms above the mean (which they raise by
+        // 2.5 ms), plus half a frame and 2 ms.
         assert!(jb.target() >= ms(27), "{:?}", jb.target());
     }
 
