@@ -83,14 +83,34 @@ fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map_or(0, |m| m.len())
 }
 
-/// A fresh directory for one test, removed with all in it (pa.log and the recording too) when
-/// the guard drops, also when the test fails. Declare it before the [`Speaker`], so the daemon
-/// is stopped before its directory goes.
-fn test_dir(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("aw-speaker-{name}-"))
-        .tempdir()
-        .expect("create the test directory")
+/// A fresh directory for one test, removed with all in it when the test passes; a failed test
+/// keeps it (pa.log, the recording) and says where. Declare it before the [`Speaker`], so the
+/// daemon is stopped before its directory goes.
+struct TestDir(Option<tempfile::TempDir>);
+
+impl TestDir {
+    fn path(&self) -> &Path {
+        self.0.as_ref().map_or(Path::new(""), |d| d.path())
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take()
+            && thread::panicking()
+        {
+            eprintln!("kept {} for a look", d.keep().display());
+        }
+    }
+}
+
+fn test_dir(name: &str) -> TestDir {
+    TestDir(Some(
+        tempfile::Builder::new()
+            .prefix(&format!("aw-speaker-{name}-"))
+            .tempdir()
+            .expect("create the test directory"),
+    ))
 }
 
 /// The fake speaker of one test, driven through the script; stopped on drop (also on failure).
