@@ -675,25 +675,12 @@ mod tests {
     /// fresh folder, removed when the returned guard drops, and its samples as the wire carries
     /// them.
     fn ramp_wav(name: &str, frames: usize) -> (TempDir, PathBuf, Vec<u8>) {
-        let dir = tempfile::Builder::new()
-            .prefix("audiowire-broadcast-")
-            .tempdir()
-            .unwrap();
-        let path = dir.path().join(name);
-        let spec = hound::WavSpec {
-            channels: 1,
-            sample_rate: 8000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let mut w = hound::WavWriter::create(&path, spec).unwrap();
-        let mut pcm = Vec::new();
-        for i in 0..frames {
-            let s = (i as i32 * 7 % 65_536 - 32_768) as i16;
-            w.write_sample(s).unwrap();
-            pcm.extend_from_slice(&s.to_le_bytes());
-        }
-        w.finalize().unwrap();
+        let (dir, path) = crate::testwav::scratch("audiowire-broadcast-", name);
+        let samples: Vec<i16> = (0..frames)
+            .map(|i| (i as i32 * 7 % 65_536 - 32_768) as i16)
+            .collect();
+        crate::testwav::write_s16(&path, 8000, 1, samples.iter().copied());
+        let pcm = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
         (dir, path, pcm)
     }
 

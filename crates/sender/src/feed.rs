@@ -751,23 +751,10 @@ mod tests {
 
     /// A WAV named `name` in a fresh folder, removed when the returned guard drops.
     fn temp_wav(name: &str, rate: u32, channels: u16, frames: usize) -> (TempDir, PathBuf) {
-        let dir = tempfile::Builder::new()
-            .prefix("audiowire-feed-")
-            .tempdir()
-            .unwrap();
-        let path = dir.path().join(name);
-        let spec = hound::WavSpec {
-            channels,
-            sample_rate: rate,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let mut w = hound::WavWriter::create(&path, spec).unwrap();
-        for i in 0..frames * usize::from(channels) {
-            w.write_sample(((i as f32 * 0.05).sin() * 10_000.0) as i16)
-                .unwrap();
-        }
-        w.finalize().unwrap();
+        let (dir, path) = crate::testwav::scratch("audiowire-feed-", name);
+        let samples = (0..frames * usize::from(channels))
+            .map(|i| ((i as f32 * 0.05).sin() * 10_000.0) as i16);
+        crate::testwav::write_s16(&path, rate, channels, samples);
         (dir, path)
     }
 

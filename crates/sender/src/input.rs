@@ -352,11 +352,7 @@ mod tests {
 
     #[test]
     fn a_text_file_is_not_audio() {
-        let dir = tempfile::Builder::new()
-            .prefix("audiowire-input-")
-            .tempdir()
-            .unwrap();
-        let path = dir.path().join("notes.txt");
+        let (_dir, path) = crate::testwav::scratch("audiowire-input-", "notes.txt");
         std::fs::write(&path, "these are not the samples you are looking for").unwrap();
         let err = open(&path).unwrap_err().to_string();
         assert!(err.contains("is not an audio file"), "{err}");

@@ -17,6 +17,8 @@ pub mod pacing;
 pub mod resample;
 pub mod server;
 pub mod source;
+#[cfg(test)]
+mod testwav;
 pub mod udp;
 
 pub use error::{Error, Result};

@@ -403,12 +403,7 @@ mod tests {
 
     /// A path named `name` in a fresh folder, removed when the returned guard drops.
     fn temp(name: &str) -> (TempDir, PathBuf) {
-        let dir = tempfile::Builder::new()
-            .prefix("audiowire-source-")
-            .tempdir()
-            .unwrap();
-        let path = dir.path().join(name);
-        (dir, path)
+        crate::testwav::scratch("audiowire-source-", name)
     }
 
     #[test]

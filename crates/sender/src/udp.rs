@@ -545,22 +545,8 @@ mod tests {
 
     #[test]
     fn a_cookie_is_bound_to_the_address() {
-        let dir = tempfile::Builder::new()
-            .prefix("audiowire-udp-")
-            .tempdir()
-            .unwrap();
-        let path = dir.path().join("a.wav");
-        let spec = hound::WavSpec {
-            channels: 2,
-            sample_rate: 48_000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let mut w = hound::WavWriter::create(&path, spec).unwrap();
-        for _ in 0..960 {
-            w.write_sample(0i16).unwrap();
-        }
-        w.finalize().unwrap();
+        let (_dir, path) = crate::testwav::scratch("audiowire-udp-", "a.wav");
+        crate::testwav::write_s16(&path, 48_000, 2, std::iter::repeat_n(0, 960));
         let s = UdpServer::bind("127.0.0.1:0", ServerConfig::new(&path)).unwrap();
         // 48 kHz stereo s16 in 1400-byte datagrams: 341 sample frames (7.1 ms) per frame.
         assert_eq!(s.stream_info().samples_per_frame, 341);
