@@ -291,13 +291,20 @@ fn init_logging(verbose: u8, quiet: bool) {
         .init();
 }
 
-/// Sets a flag on the first Ctrl-C or SIGTERM; a second one exits at once.
+/// Sets a flag on the first Ctrl-C or SIGTERM; a second one exits at once. A second signal
+/// within half a second of the first is the same request (`timeout` signals the command and
+/// then its whole process group, so the command gets two at once), not an impatient user.
 fn shutdown_flag() -> Result<Arc<AtomicBool>> {
+    const SAME_REQUEST: std::time::Duration = std::time::Duration::from_millis(500);
     let flag = Arc::new(AtomicBool::new(false));
     let f = Arc::clone(&flag);
+    let mut first: Option<std::time::Instant> = None;
     ctrlc::set_handler(move || {
-        if f.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
+        f.store(true, Ordering::SeqCst);
+        match first {
+            None => first = Some(std::time::Instant::now()),
+            Some(at) if at.elapsed() >= SAME_REQUEST => std::process::exit(130),
+            Some(_) => {}
         }
     })
     .context("cannot install the Ctrl-C handler")?;

@@ -222,6 +222,40 @@ fn ctrl_c_on_the_player_finalizes_the_recording() {
     }
 }
 
+/// `timeout -s INT` signals the command and then its process group: two signals at once. That
+/// is one request to stop, which ends cleanly with the summary, not the second Ctrl-C's exit at
+/// once (status 130, no summary), as it did.
+#[test]
+fn two_signals_at_once_stop_the_player_as_one_ctrl_c() {
+    let src = clip("sweep-48k-s16-stereo.wav");
+    let sender = Sender::start(&src, &["--loop"]);
+    let tmp = tmpdir("two-signals");
+    let out = tmp.path().join("rec.wav");
+    let child = spawn_player(&sender.addr, &out);
+    wait_until("0.5 s recorded", Duration::from_secs(20), || {
+        std::fs::metadata(&out).is_ok_and(|m| m.len() > 100_000)
+    });
+    let pid = child.id().to_string();
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &pid, &pid])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -INT failed");
+    let res = wait_output(child, Duration::from_secs(10));
+    assert!(
+        res.status.success(),
+        "{:?}: {}",
+        res.status,
+        text(&res.stderr)
+    );
+    assert!(
+        text(&res.stdout).starts_with("stopped after"),
+        "{}",
+        text(&res.stdout)
+    );
+}
+
 #[test]
 fn sigkill_leaves_a_playable_recording() {
     let src = clip("sweep-48k-s16-stereo.wav");
