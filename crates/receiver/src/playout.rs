@@ -297,8 +297,11 @@ mod tests {
                 }
             }
         }
-        eprintln!("ppm {ppm:+}: level - target each minute after convergence (ms): {levels:?}");
         let s = p.stats();
+        eprintln!(
+            "ppm {ppm:+}: learned {:+.0} ppm; level - target each minute after convergence (ms): {levels:?}",
+            s.drift_ppm
+        );
         run.underruns = s.jitter.underruns;
         run.drift_ppm = s.drift_ppm;
         run
