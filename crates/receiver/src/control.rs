@@ -27,8 +27,9 @@ pub struct ControllerConfig {
     pub max_deviation: f64,
     /// Seconds to observe before steering: the wait a stream settles at when it starts (a
     /// frame more or less than the target, depending on how its first frames arrived) becomes
-    /// the reference, so only drift and target changes are corrected, not that structural
-    /// offset.
+    /// the reference, so a stream with nothing else to correct is not resampled for that
+    /// structural offset. Once the controller wakes for anything else, it steers to the
+    /// target itself (the resampler runs by then in any case).
     pub calibration: f64,
     /// The largest offset calibration accepts as structural (a frame and a little); a larger
     /// start-up error is corrected like any other.
@@ -149,13 +150,18 @@ impl Controller {
             }
             None => return self.ratio,
         };
-        let error = filtered - offset - target;
+        let mut error = filtered - offset - target;
         let c = &self.config;
         if !self.active {
             if error.abs() <= c.wake_band {
                 return self.ratio; // exactly 1
             }
             self.active = true;
+            // The offset was kept so that a stream with nothing to correct is never resampled.
+            // Once something must be corrected, the resampler runs anyway: steer to the target
+            // itself (a start above it is latency, one below it is an underrun waiting).
+            self.offset = Some(0.0);
+            error = filtered - target;
         } else if error.abs() <= c.sleep_band && (c.ki * self.integral).abs() < 10e-6 {
             self.active = false;
             self.integral = 0.0;
@@ -229,6 +235,28 @@ mod tests {
             c.error(0.011).unwrap().abs() < 0.001,
             "{:?}",
             c.error(0.011)
+        );
+    }
+
+    /// A start 2.5 ms over the target is kept as it is (ratio exactly 1, nothing resampled);
+    /// once a step (a stall's frame, 10 ms) wakes the controller, it steers to the target
+    /// itself, not back to the start's offset: the resampler runs by then in any case.
+    #[test]
+    fn once_awake_the_controller_steers_to_the_target_not_to_the_start_offset() {
+        let mut c = Controller::new(ControllerConfig::default());
+        for i in 0..600 {
+            assert_eq!(c.update(f64::from(i) * 0.01, 0.0425, 0.040), 1.0);
+        }
+        let mut level = 0.0525;
+        for i in 600..4600 {
+            let r = c.update(f64::from(i) * 0.01, level, 0.040);
+            level -= (1.0 - r) * 0.010;
+        }
+        assert!((level - 0.040).abs() < 0.0005, "settled at {level}");
+        assert!(
+            c.error(0.040).unwrap().abs() < 0.0005,
+            "{:?}",
+            c.error(0.040)
         );
     }
 
