@@ -232,6 +232,9 @@ impl Report {
                     "network_p99_ms": r.network_p99_ms,
                     "network_lost": r.network_lost,
                     "wakeups": wake_json(r.wakeups.as_ref()),
+                    "player_woke_late": r.player_woke_late.map(|(n, worst)| {
+                        json!({"late_2ms_or_more": n, "worst_ms": worst})
+                    }),
                 })
             })
             .collect();
@@ -587,6 +590,7 @@ mod tests {
             cpu_player: Some(0.01),
             network_p99_ms: crate::stats::network_delay_quantile_ms(&network.config(), 0.99),
             wakeups: None,
+            player_woke_late: None,
             network_lost: 0,
             trace: vec![(0.0, p50)],
         }

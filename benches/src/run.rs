@@ -65,6 +65,9 @@ pub struct CellResult {
     pub trace: Vec<(f64, f64)>,
     /// How late the machine woke a sleeping thread during the cell ([`crate::wakeup`]).
     pub wakeups: Option<crate::wakeup::Lateness>,
+    /// The player's own wake-ups 2 ms or more past their deadline, and the worst, in ms
+    /// (its summary's `woke_late`, `woke_late_worst_ms`).
+    pub player_woke_late: Option<(u64, f64)>,
 }
 
 impl CellResult {
@@ -87,6 +90,7 @@ impl CellResult {
             network_lost: 0,
             trace: Vec::new(),
             wakeups: None,
+            player_woke_late: None,
         }
     }
 }
@@ -455,6 +459,14 @@ impl Runner {
             network_lost,
             trace,
             wakeups: None,
+            player_woke_late: s.get("woke_late").and_then(Value::as_u64).map(|n| {
+                (
+                    n,
+                    s.get("woke_late_worst_ms")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0),
+                )
+            }),
         })
     }
 }

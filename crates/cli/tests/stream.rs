@@ -256,6 +256,58 @@ fn two_signals_at_once_stop_the_player_as_one_ctrl_c() {
     );
 }
 
+/// A player the machine holds up (here: stopped for 300 ms, as a busy machine or a stalled VM
+/// would) says so: the summary counts the wake-ups that came late and the worst one, and an
+/// underrun's warning names the machine instead of the network.
+#[test]
+fn a_player_held_up_by_the_machine_says_so() {
+    let src = clip("sweep-48k-s16-stereo.wav");
+    let sender = Sender::start(&src, &["--loop"]);
+    let tmp = tmpdir("held-up");
+    let out = tmp.path().join("rec.wav");
+    let child = Command::new(bin())
+        .args([
+            "play",
+            &sender.addr,
+            "--latency",
+            "20ms",
+            "--summary-json",
+            "--out",
+        ])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("0.5 s recorded", Duration::from_secs(20), || {
+        std::fs::metadata(&out).is_ok_and(|m| m.len() > 100_000)
+    });
+    signal(&child, "-STOP");
+    // The stimulus: the machine holds the player for 300 ms (not a synchronisation).
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "-CONT");
+    let recorded = std::fs::metadata(&out).unwrap().len();
+    wait_until("0.5 s more recorded", Duration::from_secs(20), || {
+        std::fs::metadata(&out).is_ok_and(|m| m.len() > recorded + 100_000)
+    });
+    signal(&child, "-INT");
+    let res = wait_output(child, Duration::from_secs(10));
+    let (stdout, stderr) = (text(&res.stdout), text(&res.stderr));
+    assert!(res.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect(&stdout);
+    let s = &v["summary"];
+    assert!(s["woke_late"].as_u64().unwrap() >= 1, "{stdout}");
+    let worst = s["woke_late_worst_ms"].as_f64().unwrap();
+    assert!((250.0..5000.0).contains(&worst), "{stdout}");
+    if s["underruns"].as_u64().unwrap() > 0 {
+        assert!(
+            stderr.contains("this machine woke the player 2 ms or more late"),
+            "{stderr}"
+        );
+    }
+}
+
 #[test]
 fn sigkill_leaves_a_playable_recording() {
     let src = clip("sweep-48k-s16-stereo.wav");

@@ -226,6 +226,8 @@ pub struct Summary {
     pub interrupted: bool,
     /// The best clock exchange with the sender (smallest round trip), if any.
     pub clock: Option<Exchange>,
+    /// How late this machine woke the player's thread after its deadlines.
+    pub woke: crate::stats::WakeLateness,
 }
 
 impl Summary {
@@ -262,9 +264,19 @@ impl fmt::Display for Summary {
         if u > 0 {
             write!(
                 f,
-                " (buffer ran empty {}×, output ring ran short {}×)",
+                " (buffer ran empty {}×, output ring ran short {}×",
                 j.underruns, self.ring_underruns
             )?;
+            if self.woke.late > 0 {
+                write!(
+                    f,
+                    "; this machine woke the player {} ms or more late {}×, at worst {:.1} ms",
+                    crate::stats::WakeLateness::LATE.as_millis(),
+                    self.woke.late,
+                    self.woke.worst.as_secs_f64() * 1e3
+                )?;
+            }
+            write!(f, ")")?;
         }
         if j.lost + j.late + j.duplicated > 0 {
             write!(
@@ -649,7 +661,12 @@ impl Pipeline {
         }
     }
 
-    fn summary(&mut self, link: Option<&Link>, interrupted: bool) -> Result<Summary> {
+    fn summary(
+        &mut self,
+        link: Option<&Link>,
+        interrupted: bool,
+        woke: crate::stats::WakeLateness,
+    ) -> Result<Summary> {
         if let Some(r) = self.recorder.as_mut() {
             r.finalize()?;
         }
@@ -670,6 +687,7 @@ impl Pipeline {
             recorded: self.recorder.as_ref().map(|r| r.path().to_path_buf()),
             interrupted,
             clock: self.clock,
+            woke,
         })
     }
 
@@ -767,6 +785,7 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
     let mut interrupted = false;
     let mut ended = false;
     let mut reconnect: Option<Reconnect> = None;
+    let mut woke = crate::stats::WakeLateness::default();
     // Ping/Pong once a second: the sender's clock offset (NTP's method, best of the exchanges),
     // so latency is measured from the sender's schedule even across machines.
     let mut offsets = OffsetFilter::new();
@@ -823,8 +842,15 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
             .as_ref()
             .map_or(Duration::from_millis(50), Pipeline::poll_wait);
         let mut lost: Option<String> = None;
-        match link.as_mut() {
-            Some(l) => match l.poll(addr, clock.elapsed(), wait, &mut events) {
+        let slept = Instant::now();
+        let polled = link
+            .as_mut()
+            .map(|l| l.poll(addr, clock.elapsed(), wait, &mut events));
+        if pipeline.is_some() && polled.is_some() {
+            woke.record(wait, slept.elapsed());
+        }
+        match polled {
+            Some(polled) => match polled {
                 Ok(true) => {}
                 Ok(false) if ended => {}
                 Ok(false) => {
@@ -984,9 +1010,19 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
         p.stats_line(StatsMode::Line);
         eprintln!();
     }
-    let summary = p.summary(link.as_ref(), interrupted)?;
+    let summary = p.summary(link.as_ref(), interrupted, woke)?;
     drop(p.device.take());
-    if summary.underruns() > 0 {
+    if summary.underruns() > 0 && woke.late > 0 {
+        warn!(
+            "{} underruns: the buffer ran dry; this machine woke the player {} ms or more late {}× \
+             (at worst {:.1} ms), which no buffer smaller than that rides out: a less busy \
+             machine, real-time priority (see the README) or a larger --latency-min helps",
+            summary.underruns(),
+            crate::stats::WakeLateness::LATE.as_millis(),
+            woke.late,
+            woke.worst.as_secs_f64() * 1e3
+        );
+    } else if summary.underruns() > 0 {
         warn!(
             "{} underruns: the buffer ran dry; a larger --latency-min may help",
             summary.underruns()

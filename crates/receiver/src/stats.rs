@@ -12,6 +12,36 @@ const BUCKETS: usize = 100_000;
 /// from then on only every `stride`-th value is kept.
 const TRACE_MAX: usize = 1 << 16;
 
+/// How late the player's thread woke after the deadlines it slept to (the instant it must look
+/// at the output's ring again): the machine's share in an underrun. A stream cannot ride out a
+/// wake-up that comes later than its buffer, whatever it does, so the summary says when that
+/// happened.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WakeLateness {
+    /// Waits timed.
+    pub waits: u64,
+    /// Wake-ups [`WakeLateness::LATE`] or more after the deadline.
+    pub late: u64,
+    /// The latest wake-up, past its deadline.
+    pub worst: Duration,
+}
+
+impl WakeLateness {
+    /// A wake-up this late counts as late: more than the player's slack before a callback.
+    pub const LATE: Duration = Duration::from_millis(2);
+
+    /// A wait for at most `asked` that returned after `took`: late by what it took beyond that
+    /// (a wait that returned early, for data, is on time).
+    pub fn record(&mut self, asked: Duration, took: Duration) {
+        self.waits += 1;
+        let late = took.saturating_sub(asked);
+        if late >= Self::LATE {
+            self.late += 1;
+        }
+        self.worst = self.worst.max(late);
+    }
+}
+
 /// A histogram of per-frame latencies in µs, with exact min, max and count.
 #[derive(Debug, Clone)]
 pub struct LatencyStats {
@@ -146,6 +176,7 @@ impl crate::player::Summary {
                 "\"received\":{},\"lost\":{},\"late\":{},\"duplicated\":{},\"concealed\":{},",
                 "\"skipped\":{},",
                 "\"underruns\":{},\"buffer_underruns\":{},\"ring_underruns\":{},\"device_xruns\":{},",
+                "\"woke_late\":{},\"woke_late_worst_ms\":{:.3},",
                 "\"malformed\":{},\"latency_ms\":{{\"count\":{},\"min\":{},\"p50\":{},\"p95\":{},",
                 "\"p99\":{},\"max\":{}}},\"device_delay_ms\":{:.3},\"level_ms\":{:.3},",
                 "\"target_ms\":{:.3},\"drift_ppm\":{:.1},\"output\":{},\"recorded\":{}}}}}"
@@ -167,6 +198,8 @@ impl crate::player::Summary {
             j.underruns,
             self.ring_underruns,
             self.device_xruns,
+            self.woke.late,
+            self.woke.worst.as_secs_f64() * 1e3,
             self.malformed,
             l.count(),
             json_num(l.min_ms()),
@@ -227,6 +260,19 @@ mod tests {
                 .all(|w| ((w[1].0 - w[0].0) - step).abs() < 1e-9)
         );
         assert_eq!(step, 0.004);
+    }
+
+    #[test]
+    fn a_wake_up_is_late_by_what_it_took_past_its_deadline() {
+        let mut w = WakeLateness::default();
+        let ms = Duration::from_millis;
+        w.record(ms(5), ms(2)); // data came first: on time
+        w.record(ms(5), Duration::from_micros(6_900)); // 1.9 ms past: not late
+        w.record(ms(5), ms(12)); // 7 ms past
+        w.record(ms(1), ms(3)); // 2 ms past
+        assert_eq!(w.waits, 4);
+        assert_eq!(w.late, 2);
+        assert_eq!(w.worst, ms(7));
     }
 
     #[test]
