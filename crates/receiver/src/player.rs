@@ -178,6 +178,14 @@ impl PlayerConfig {
         }
     }
 
+    /// What is done with late frames: `--late`, or by the output.
+    fn late(&self) -> LatePolicy {
+        self.late.unwrap_or(match self.output {
+            Output::Device(_) => LatePolicy::Conceal,
+            Output::Null => LatePolicy::Wait,
+        })
+    }
+
     fn policy(&self) -> TargetPolicy {
         let mut policy = if self.pinned {
             TargetPolicy::fixed(self.latency)
@@ -188,11 +196,7 @@ impl PlayerConfig {
         // over UDP, lost): when playing, conceal it and keep the timeline, as for any lost
         // frame, rather than stall and play everything after it later. A longer silence
         // stalls.
-        let late = self.late.unwrap_or(match self.output {
-            Output::Device(_) => LatePolicy::Conceal,
-            Output::Null => LatePolicy::Wait,
-        });
-        if late == LatePolicy::Conceal {
+        if self.late() == LatePolicy::Conceal {
             policy.bridge = BRIDGE;
         }
         policy
@@ -439,11 +443,16 @@ impl Pipeline {
         );
         Ok(Self {
             info,
-            playout: Playout::with_decoder(
-                info,
-                config.policy(),
-                crate::codec::decoder_for(&info)?,
-            ),
+            playout: {
+                let mut playout =
+                    Playout::with_decoder(info, config.policy(), crate::codec::decoder_for(&info)?);
+                // A recording keeps every frame that arrives (`--late wait`), a live stream's
+                // start too: it is not caught up by dropping frames, as a player's is.
+                if config.late() == LatePolicy::Wait {
+                    playout.keep_every_frame();
+                }
+                playout
+            },
             recorder,
             prod,
             shared,

@@ -86,6 +86,12 @@ impl Playout {
         }
     }
 
+    /// Never drops a live stream's frames to catch up at its start (a recording keeps every
+    /// frame).
+    pub fn keep_every_frame(&mut self) {
+        self.live = false;
+    }
+
     /// A frame arrived at `now`.
     pub fn push(&mut self, audio: Audio, now: Duration) {
         self.jitter.push(audio, now);
@@ -353,12 +359,23 @@ mod tests {
     /// near its 30 ms target at once, dropping the surplus; a file, or a looping one, with the
     /// same start plays every frame.
     fn start_with_surplus(total_frames: Option<u64>, live: bool) -> (u64, Vec<u64>) {
+        start_with_surplus_kept(total_frames, live, false)
+    }
+
+    fn start_with_surplus_kept(
+        total_frames: Option<u64>,
+        live: bool,
+        keep_every_frame: bool,
+    ) -> (u64, Vec<u64>) {
         let info = StreamInfo {
             total_frames,
             live,
             ..info()
         };
         let mut p = Playout::new(info, TargetPolicy::fixed(Duration::from_millis(30)));
+        if keep_every_frame {
+            p.keep_every_frame();
+        }
         for seq in 0..12 {
             p.push(audio(seq), Duration::from_millis(120));
         }
@@ -391,6 +408,15 @@ mod tests {
         // 120 ms buffered against 30 ms + a frame + 2 ms of slack: 7 frames go.
         assert_eq!(skipped, 7, "{played:?}");
         assert_eq!(played[0], 7, "the first frame played is the first one kept");
+        assert!(played.windows(2).all(|w| w[1] == w[0] + 1), "{played:?}");
+    }
+
+    /// A recording alone keeps every frame of a live stream, its piled-up start too.
+    #[test]
+    fn a_recorded_live_stream_with_a_surplus_at_the_start_keeps_every_frame() {
+        let (skipped, played) = start_with_surplus_kept(None, true, true);
+        assert_eq!(skipped, 0);
+        assert_eq!(played[..5], [0, 1, 2, 3, 4]);
         assert!(played.windows(2).all(|w| w[1] == w[0] + 1), "{played:?}");
     }
 
