@@ -214,10 +214,10 @@ mod tests {
     }
 
     /// One shared clock, so no drift: an adaptive target falling from 21 ms to 11 ms at 4 ms/s
-    /// while the level starts 9 ms over where it ends (as TCP on loopback does). The level ends at the
-    /// target's reference, nothing is learned as drift, and the controller goes idle at ratio
-    /// exactly 1. With a 10 ms integration band it learned 27 ppm here (45 ppm on TCP over
-    /// loopback, 3 runs of 12 s; 0 with 3 ms) and kept resampling.
+    /// while the level starts 9 ms over where it ends (as TCP on loopback does). The level
+    /// ends at the target, nothing is learned as drift, and the controller goes idle at
+    /// ratio exactly 1. With a 10 ms integration band it learned 27 ppm here (45 ppm on TCP
+    /// over loopback, 3 runs of 12 s; 0 with 3 ms) and kept resampling.
     #[test]
     fn a_falling_target_and_a_draining_start_learn_no_drift() {
         let mut c = Controller::new(ControllerConfig::default());
