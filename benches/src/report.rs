@@ -235,6 +235,10 @@ impl Report {
                     "player_woke_late": r.player_woke_late.map(|(n, worst)| {
                         json!({"late_2ms_or_more": n, "worst_ms": worst})
                     }),
+                    "relay_late": r.relay_late.map(|(n, worst)| {
+                        json!({"late_2ms_or_more": n, "worst_ms": worst})
+                    }),
+                    "underruns_after_2s_held_up": r.held_up_after_2s,
                 })
             })
             .collect();
@@ -410,13 +414,18 @@ impl Report {
                 pass &=
                     r.underruns_after_2s == 0 && over.is_some_and(|o| o <= targets::WIFI_MARGIN_MS);
                 measured.push(format!(
-                    "{} {} {} ms: p50 {} ms ({} ms over), {} underruns after 2 s",
+                    "{} {} {} ms: p50 {} ms ({} ms over), {} underruns after 2 s{}",
                     r.cell.transport.name(),
                     r.cell.codec.name(),
                     r.cell.frame_ms,
                     f(p50, 1),
                     f(over, 1),
-                    r.underruns_after_2s
+                    r.underruns_after_2s,
+                    if r.underruns_after_2s > 0 {
+                        format!(" ({} in a second the machine held up)", r.held_up_after_2s)
+                    } else {
+                        String::new()
+                    }
                 ));
             }
             out.push(Check {
@@ -591,6 +600,8 @@ mod tests {
             network_p99_ms: crate::stats::network_delay_quantile_ms(&network.config(), 0.99),
             wakeups: None,
             player_woke_late: None,
+            relay_late: Some((0, 0.4)),
+            held_up_after_2s: under2.min(1),
             network_lost: 0,
             trace: vec![(0.0, p50)],
         }
@@ -617,7 +628,15 @@ mod tests {
         assert!(
             checks[1]
                 .measured
-                .contains("udp pcm 10 ms: p50 24.0 ms (9.2 ms over)")
+                .contains("udp pcm 10 ms: p50 24.0 ms (9.2 ms over), 0 underruns after 2 s;")
+        );
+        // An underrun says whether it came in a second the machine held up; the verdict stays.
+        assert!(
+            checks[1]
+                .measured
+                .ends_with("1 underruns after 2 s (1 in a second the machine held up)"),
+            "{}",
+            checks[1].measured
         );
         // The players' 0.01 is over 0.006.
         assert_eq!(checks[2].verdict, Verdict::Missed);
@@ -628,6 +647,8 @@ mod tests {
         let j = report.to_json();
         assert_eq!(j["cells"][1]["latency_ms"]["p50"], 24.0);
         assert_eq!(j["targets"][2]["verdict"], "Missed");
+        assert_eq!(j["cells"][2]["underruns_after_2s_held_up"], 1);
+        assert_eq!(j["cells"][2]["relay_late"]["worst_ms"], 0.4);
         // No probe, no word on what a wake-up costs.
         assert!(!checks[2].measured.contains("this machine"));
     }

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use audiowire_netsim::{Profile, RelayConfig, TcpRelay, UdpRelay};
+use audiowire_netsim::{Lateness, Profile, RelayConfig, TcpRelay, UdpRelay};
 use serde_json::Value;
 
 use crate::error::{Error, Result, io};
@@ -68,6 +68,12 @@ pub struct CellResult {
     /// The player's own wake-ups 2 ms or more past their deadline, and the worst, in ms
     /// (its summary's `woke_late`, `woke_late_worst_ms`).
     pub player_woke_late: Option<(u64, f64)>,
+    /// The relay's own deliveries to the player 2 ms or more past their instants (the machine
+    /// holding up its thread, on top of the profile), and the worst, in ms.
+    pub relay_late: Option<(u64, f64)>,
+    /// Of `underruns_after_2s`, those that came in a second of audio in which the machine held
+    /// up the relay or the player by 2 ms or more ([`underruns_held_up`]).
+    pub held_up_after_2s: u64,
 }
 
 impl CellResult {
@@ -91,6 +97,8 @@ impl CellResult {
             trace: Vec::new(),
             wakeups: None,
             player_woke_late: None,
+            relay_late: None,
+            held_up_after_2s: 0,
         }
     }
 }
@@ -140,15 +148,18 @@ impl Drop for Proc {
     }
 }
 
-/// Lines of a child's pipe, on a thread.
-fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+/// A child's output lines, each with the instant it was read.
+type Lines = mpsc::Receiver<(Instant, String)>;
+
+/// Lines of a child's pipe, on a thread, each with the instant it was read.
+fn lines_of(pipe: impl Read + Send + 'static) -> Lines {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(pipe)
             .lines()
             .map_while(std::result::Result::ok)
         {
-            if tx.send(line).is_err() {
+            if tx.send((Instant::now(), line)).is_err() {
                 break;
             }
         }
@@ -165,29 +176,58 @@ pub fn serving_addr(line: &str) -> Option<String> {
     rest.split_whitespace().next().map(str::to_string)
 }
 
+/// One `--stats-json` line of the player (or its summary, as the last).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatsLine {
+    /// Seconds of audio played.
+    pub t: f64,
+    /// Underruns so far.
+    pub underruns: u64,
+    /// The player's wake-ups 2 ms or more late so far.
+    pub woke_late: u64,
+    /// When the bench read it, if it was timed.
+    pub read_at: Option<Instant>,
+}
+
+impl StatsLine {
+    fn of(v: &Value, read_at: Option<Instant>) -> Option<Self> {
+        Some(Self {
+            t: v.get("t").or_else(|| v.get("seconds"))?.as_f64()?,
+            underruns: v.get("underruns")?.as_u64()?,
+            woke_late: v.get("woke_late").and_then(Value::as_u64).unwrap_or(0),
+            read_at,
+        })
+    }
+}
+
 /// What the player printed on stdout: its stats lines and its summary.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PlayerOutput {
-    /// `(t, underruns)` of each `--stats-json` line: seconds of audio played, underruns so far.
-    pub stats: Vec<(f64, u64)>,
+    /// Each `--stats-json` line, then the summary's figures as a last one.
+    pub stats: Vec<StatsLine>,
     /// The `--summary-json` object.
     pub summary: Option<Value>,
 }
 
 /// Reads the player's stdout lines.
 pub fn parse_player_output<'a>(lines: impl IntoIterator<Item = &'a str>) -> PlayerOutput {
+    parse_timed_output(lines.into_iter().map(|l| (None, l)))
+}
+
+/// Reads the player's stdout lines, each with the instant it was read if known.
+pub fn parse_timed_output<'a>(
+    lines: impl IntoIterator<Item = (Option<Instant>, &'a str)>,
+) -> PlayerOutput {
     let mut out = PlayerOutput::default();
-    for line in lines {
+    for (at, line) in lines {
         let Ok(v) = serde_json::from_str::<Value>(line.trim()) else {
             continue;
         };
         if let Some(s) = v.get("summary") {
             out.summary = Some(s.clone());
-        } else if let (Some(t), Some(u)) = (
-            v.get("t").and_then(Value::as_f64),
-            v.get("underruns").and_then(Value::as_u64),
-        ) {
-            out.stats.push((t, u));
+            out.stats.extend(StatsLine::of(s, at));
+        } else {
+            out.stats.extend(StatsLine::of(&v, at));
         }
     }
     out
@@ -195,13 +235,48 @@ pub fn parse_player_output<'a>(lines: impl IntoIterator<Item = &'a str>) -> Play
 
 /// Underruns after `after` seconds of audio: the final count less the last count reported at
 /// or before `after` (0 if none was).
-pub fn underruns_after(stats: &[(f64, u64)], total: u64, after: f64) -> u64 {
+pub fn underruns_after(stats: &[StatsLine], total: u64, after: f64) -> u64 {
     let before = stats
         .iter()
-        .take_while(|(t, _)| *t <= after)
+        .take_while(|l| l.t <= after)
         .last()
-        .map_or(0, |&(_, u)| u);
+        .map_or(0, |l| l.underruns);
     total.saturating_sub(before)
+}
+
+/// How far before a stats interval a late relay delivery can still starve the player in it:
+/// more than the latency the Wi-Fi cells play at.
+pub const HELD_UP_SLACK: Duration = Duration::from_millis(200);
+
+/// Of the underruns after `after` seconds of audio, those in a stats interval (the player's
+/// lines come once a second) in which the machine held things up: the player woke 2 ms or more
+/// late (its `woke_late` count rose), or the relay sent something to it 2 ms or more late
+/// (`relay_late`, the instants those deliveries were due) from [`HELD_UP_SLACK`] before the
+/// interval to its end. An underrun in such a second may still have had another cause; one
+/// outside them had no delay of the machine's that the bench saw.
+pub fn underruns_held_up(stats: &[StatsLine], after: f64, relay_late: &[Instant]) -> u64 {
+    let mut held = 0;
+    let mut prev = StatsLine {
+        t: 0.0,
+        underruns: 0,
+        woke_late: 0,
+        read_at: None,
+    };
+    for cur in stats {
+        if cur.t > after && cur.underruns > prev.underruns {
+            let from = prev
+                .read_at
+                .map(|a| a.checked_sub(HELD_UP_SLACK).unwrap_or(a));
+            let relay = relay_late
+                .iter()
+                .any(|&d| from.is_none_or(|f| d >= f) && cur.read_at.is_none_or(|c| d <= c));
+            if relay || cur.woke_late > prev.woke_late {
+                held += cur.underruns - prev.underruns;
+            }
+        }
+        prev = *cur;
+    }
+    held
 }
 
 /// Reads a `--latency-log` file: `t_s,latency_ms` lines after a header.
@@ -258,13 +333,18 @@ impl Relay {
         }
     }
 
-    /// Stops it; datagrams lost on the way to the player.
-    fn stop(self) -> u64 {
+    /// Stops it; datagrams lost on the way to the player, and how late the relay itself sent
+    /// what went to the player.
+    fn stop(self) -> (u64, Lateness) {
         match self {
-            Relay::Udp(r) => r.stop().downstream.lost,
+            Relay::Udp(r) => {
+                let (_, down) = r.lateness();
+                (r.stop().downstream.lost, down)
+            }
             Relay::Tcp(r) => {
+                let (_, down) = r.lateness();
                 r.stop();
-                0
+                (0, down)
             }
         }
     }
@@ -329,7 +409,7 @@ impl Runner {
     }
 
     /// Starts `audiowire send` on a fresh clip and waits (10 s at most) for its address.
-    fn start_sender(&self, cell: &Cell) -> Result<(Proc, String, mpsc::Receiver<String>)> {
+    fn start_sender(&self, cell: &Cell) -> Result<(Proc, String, Lines)> {
         let clip = self.work.join(format!("clip-{}s.wav", cell.seconds));
         if !clip.exists() {
             write_clip(&clip, cell.seconds)?;
@@ -358,7 +438,7 @@ impl Runner {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines.recv_timeout(left) {
-                Ok(line) => {
+                Ok((_, line)) => {
                     if let Some(addr) = serving_addr(&line) {
                         return Ok((proc, addr, lines));
                     }
@@ -419,13 +499,13 @@ impl Runner {
                 sender_end = Some(s);
             }
         })?;
-        let network_lost = relay.stop();
+        let (network_lost, relay_late) = relay.stop();
         let _ = sender.child.kill();
         let _ = sender.child.wait();
         // Everything it printed; the reader thread ends with the pipe (bounded wait per line).
-        let printed: Vec<String> =
+        let printed: Vec<(Instant, String)> =
             std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(2)).ok()).collect();
-        let out = parse_player_output(printed.iter().map(String::as_str));
+        let out = parse_timed_output(printed.iter().map(|(at, l)| (Some(*at), l.as_str())));
         let Some(s) = out.summary else {
             let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
             let last = log.lines().last().unwrap_or("no output").to_string();
@@ -445,6 +525,12 @@ impl Runner {
             latency: summary_latency(&s),
             underruns,
             underruns_after_2s: underruns_after(&out.stats, underruns, 2.0),
+            held_up_after_2s: underruns_held_up(
+                &out.stats,
+                2.0,
+                &relay_late.when.iter().map(|w| w.0).collect::<Vec<_>>(),
+            ),
+            relay_late: Some((relay_late.late, relay_late.worst.as_secs_f64() * 1e3)),
             received: u(&s, "received"),
             lost: u(&s, "lost"),
             late: u(&s, "late"),
@@ -538,15 +624,15 @@ pub fn run_remote(runner: &Runner, addr: &str, transport: Transport, seconds: f6
             let _ = Command::new("kill").args(["-INT", &pid]).status();
         }
     });
-    let printed: Vec<String> =
+    let printed: Vec<(Instant, String)> =
         std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(2)).ok()).collect();
-    let out = parse_player_output(printed.iter().map(String::as_str));
+    let out = parse_timed_output(printed.iter().map(|(at, l)| (Some(*at), l.as_str())));
     let stat = match reading {
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
     };
     let Some(s) = out.summary else {
-        let said: Vec<String> = errs.try_iter().collect();
+        let said: Vec<String> = errs.try_iter().map(|(_, l)| l).collect();
         return fail(format!("the player gave no summary: {}", said.join(" / ")));
     };
     let audio_s = s.get("seconds").and_then(Value::as_f64).unwrap_or(0.0);
@@ -586,7 +672,9 @@ mod tests {
             r#"{"summary":{"seconds":3.0,"underruns":4,"latency_ms":{"count":300,"min":1.0,"p50":2.0,"p95":3.0,"p99":4.0,"max":5.0}}}"#,
         ];
         let out = parse_player_output(text);
-        assert_eq!(out.stats, [(0.5, 0), (2.0, 1), (2.5, 3)]);
+        let got: Vec<(f64, u64)> = out.stats.iter().map(|l| (l.t, l.underruns)).collect();
+        // The summary's figures come last.
+        assert_eq!(got, [(0.5, 0), (2.0, 1), (2.5, 3), (3.0, 4)]);
         let s = out.summary.unwrap();
         assert_eq!(u(&s, "underruns"), 4);
         let l = summary_latency(&s).unwrap();
@@ -594,6 +682,46 @@ mod tests {
         assert_eq!(underruns_after(&out.stats, 4, 2.0), 3);
         assert_eq!(underruns_after(&out.stats, 4, 0.1), 4);
         assert_eq!(underruns_after(&[], 0, 2.0), 0);
+    }
+
+    #[test]
+    fn underruns_are_set_beside_the_seconds_the_machine_held_up() {
+        let t0 = Instant::now();
+        let sec = |n: u64| t0 + Duration::from_secs(n);
+        let line = |t: f64, underruns, woke_late, at| StatsLine {
+            t,
+            underruns,
+            woke_late,
+            read_at: Some(at),
+        };
+        let stats = [
+            line(1.0, 1, 0, sec(1)),
+            line(2.0, 2, 0, sec(2)),
+            // 1 underrun, the player woke late.
+            line(3.0, 3, 1, sec(3)),
+            // 2 underruns, nothing late.
+            line(4.0, 5, 1, sec(4)),
+            line(5.0, 5, 1, sec(5)),
+            // 1 underrun, the relay was late just before the interval.
+            line(6.0, 6, 1, sec(6)),
+            // 3 underruns, the relay was late inside it.
+            line(7.0, 9, 1, sec(7)),
+        ];
+        let relay = [
+            sec(5) - Duration::from_millis(100),
+            sec(6) + Duration::from_millis(500),
+            // Before 2 s: its interval is not counted.
+            sec(1) + Duration::from_millis(500),
+        ];
+        assert_eq!(underruns_after(&stats, 9, 2.0), 7);
+        assert_eq!(underruns_held_up(&stats, 2.0, &relay), 1 + 1 + 3);
+        assert_eq!(underruns_held_up(&stats, 2.0, &[]), 1);
+        // Late by more than the slack before an interval: not that interval's.
+        assert_eq!(
+            underruns_held_up(&stats, 2.0, &[sec(5) - Duration::from_millis(300)]),
+            1
+        );
+        assert_eq!(underruns_held_up(&[], 2.0, &relay), 0);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use audiowire_netsim::{
-    Config, GilbertElliott, Loss, Profile, RateLimit, RelayConfig, TcpRelay, UdpRelay,
+    Config, GilbertElliott, Lateness, Loss, Profile, RateLimit, RelayConfig, TcpRelay, UdpRelay,
 };
 use tracing::{info, warn};
 
@@ -129,7 +129,9 @@ pub fn run(args: &NetsimArgs, shutdown: &AtomicBool) -> Result<()> {
             what(&stream)
         );
         wait(shutdown);
+        let late = relay.lateness();
         println!("netsim tcp: {}", relay.stop());
+        print_lateness(&late);
     } else {
         let relay = UdpRelay::start(&args.listen, &args.forward, relay_config)?;
         info!(
@@ -139,9 +141,25 @@ pub fn run(args: &NetsimArgs, shutdown: &AtomicBool) -> Result<()> {
             what(&config)
         );
         wait(shutdown);
+        let late = relay.lateness();
         println!("netsim udp: {}", relay.stop());
+        print_lateness(&late);
     }
     Ok(())
+}
+
+/// Says how late the relay itself sent what it relayed: this machine's delays, on top of the
+/// profile's, which a player's figures then include.
+fn print_lateness((up, down): &(Lateness, Lateness)) {
+    println!("netsim timing: upstream {up}; downstream {down}");
+    if up.late + down.late > 0 {
+        warn!(
+            "this machine held up the relay {} times by {} ms or more (worst {:.1} ms): the network was that much worse than the profile",
+            up.late + down.late,
+            audiowire_netsim::relay::LATE.as_millis(),
+            up.worst.max(down.worst).as_secs_f64() * 1e3
+        );
+    }
 }
 
 /// Waits for Ctrl-C; the relay's own threads do the work.

@@ -224,6 +224,16 @@ fn netsim_relays_udp_with_the_delay_and_the_seeded_losses() {
         u64::from(expected),
         "{line}"
     );
+    // The relay timed every datagram it sent against its instant.
+    let timing = stdout
+        .lines()
+        .find(|l| l.starts_with("netsim timing:"))
+        .unwrap_or_else(|| panic!("no timing in {stdout:?}"));
+    assert_eq!(
+        count(timing, "downstream ", " sent"),
+        u64::from(expected),
+        "{timing}"
+    );
 }
 
 #[test]

@@ -271,6 +271,7 @@ fn a_player_held_up_by_the_machine_says_so() {
             &sender.addr,
             "--latency",
             "20ms",
+            "--stats-json",
             "--summary-json",
             "--out",
         ])
@@ -295,9 +296,23 @@ fn a_player_held_up_by_the_machine_says_so() {
     let res = wait_output(child, Duration::from_secs(10));
     let (stdout, stderr) = (text(&res.stdout), text(&res.stderr));
     assert!(res.status.success(), "{stderr}");
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect(&stdout);
+    // Stats lines (twice a second), then the summary.
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    let (v, stats) = lines.split_last().expect("a summary");
     let s = &v["summary"];
-    assert!(s["woke_late"].as_u64().unwrap() >= 1, "{stdout}");
+    let woke = s["woke_late"].as_u64().unwrap();
+    assert!(woke >= 1, "{stdout}");
+    // Each stats line counts the late wake-ups so far.
+    let so_far: Vec<u64> = stats
+        .iter()
+        .map(|l| l["woke_late"].as_u64().expect("woke_late in a stats line"))
+        .collect();
+    assert!(!so_far.is_empty(), "{stdout}");
+    assert!(so_far.windows(2).all(|w| w[0] <= w[1]), "{so_far:?}");
+    assert!(so_far.last() <= Some(&woke), "{so_far:?}, {woke}");
     let worst = s["woke_late_worst_ms"].as_f64().unwrap();
     assert!((250.0..5000.0).contains(&worst), "{stdout}");
     if s["underruns"].as_u64().unwrap() > 0 {

@@ -36,4 +36,4 @@ pub mod relay;
 pub use error::{Error, Result};
 pub use impair::{Config, Fate, GilbertElliott, Impairment, Link, Loss, RateLimit, Stats};
 pub use profile::Profile;
-pub use relay::{RelayConfig, TcpRelay, TcpStats, UdpRelay, UdpStats};
+pub use relay::{Lateness, RelayConfig, TcpRelay, TcpStats, UdpRelay, UdpStats};

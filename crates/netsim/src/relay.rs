@@ -110,6 +110,54 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<Joi
     thread::Builder::new().name(name).spawn(f)
 }
 
+/// A delivery this late past the instant the model gave it, or later, counts as late.
+pub const LATE: Duration = Duration::from_millis(2);
+/// Late deliveries a relay keeps the instants of, per direction (the count goes on).
+const LATE_KEPT: usize = 10_000;
+
+/// How late a relay itself sent packets (or TCP chunks) past the instants its model gave them:
+/// the machine holding up the relay's threads, on top of the network the profile simulates.
+/// Per direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lateness {
+    /// Deliveries timed.
+    pub sent: u64,
+    /// Deliveries [`LATE`] or more late.
+    pub late: u64,
+    /// The latest any delivery was.
+    pub worst: Duration,
+    /// The first late deliveries (at most 10,000): the instant each was due, and how late it
+    /// went out.
+    pub when: Vec<(Instant, Duration)>,
+}
+
+impl Lateness {
+    /// Records a delivery due at `due` that went out `late` after it.
+    fn record(&mut self, due: Instant, late: Duration) {
+        self.sent += 1;
+        self.worst = self.worst.max(late);
+        if late >= LATE {
+            self.late += 1;
+            if self.when.len() < LATE_KEPT {
+                self.when.push((due, late));
+            }
+        }
+    }
+}
+
+impl fmt::Display for Lateness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} sent {} ms or more late (worst {:.1} ms)",
+            self.late,
+            self.sent,
+            LATE.as_millis(),
+            self.worst.as_secs_f64() * 1e3
+        )
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // UDP
 
@@ -192,6 +240,8 @@ struct UdpState {
     refused: u64,
     send_errors: u64,
     unroutable: u64,
+    up_late: Lateness,
+    down_late: Lateness,
 }
 
 #[derive(Debug)]
@@ -232,6 +282,8 @@ impl UdpRelay {
                 refused: 0,
                 send_errors: 0,
                 unroutable: 0,
+                up_late: Lateness::default(),
+                down_late: Lateness::default(),
             }),
             wake: Condvar::new(),
         });
@@ -274,6 +326,12 @@ impl UdpRelay {
             send_errors: st.send_errors,
             unroutable: st.unroutable,
         }
+    }
+
+    /// How late the relay sent datagrams past their instants: (upstream, downstream).
+    pub fn lateness(&self) -> (Lateness, Lateness) {
+        let st = lock(&self.shared.state);
+        (st.up_late.clone(), st.down_late.clone())
     }
 
     /// Datagrams waiting in either direction.
@@ -440,13 +498,15 @@ impl UdpShared {
         let mut down: Vec<Datagram> = Vec::new();
         while !self.stopping() {
             let now = self.now();
-            while let Some((_, d)) = st.up.poll(now) {
+            while let Some((at, d)) = st.up.poll(now) {
+                st.up_late.record(self.start + at, now - at);
                 match st.clients.get(&d.client) {
                     Some(c) => up.push((Arc::clone(&c.socket), d.data)),
                     None => st.unroutable += 1,
                 }
             }
-            while let Some((_, d)) = st.down.poll(now) {
+            while let Some((at, d)) = st.down.poll(now) {
+                st.down_late.record(self.start + at, now - at);
                 down.push(d);
             }
             if !up.is_empty() || !down.is_empty() {
@@ -555,6 +615,8 @@ struct TcpShared {
     connect_failures: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
+    up_late: Mutex<Lateness>,
+    down_late: Mutex<Lateness>,
     connections: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -599,6 +661,8 @@ impl TcpRelay {
             connect_failures: AtomicU64::new(0),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
+            up_late: Mutex::default(),
+            down_late: Mutex::default(),
             connections: Mutex::new(Vec::new()),
         });
         let s = Arc::clone(&shared);
@@ -632,6 +696,15 @@ impl TcpRelay {
             bytes_up: s.bytes_up.load(Ordering::Relaxed),
             bytes_down: s.bytes_down.load(Ordering::Relaxed),
         }
+    }
+
+    /// How late the relay wrote chunks past their instants, over all connections: (upstream,
+    /// downstream).
+    pub fn lateness(&self) -> (Lateness, Lateness) {
+        (
+            lock(&self.shared.up_late).clone(),
+            lock(&self.shared.down_late).clone(),
+        )
     }
 
     /// Stops relaying (open connections are reset), joins every thread (within about
@@ -761,7 +834,14 @@ impl TcpShared {
         let roles: [PipeEnd; 3] = [
             Box::new(move |s| s.read_side(client_in, up, &up_tx)),
             Box::new(move |s| s.read_side(server_in, down, &down_tx)),
-            Box::new(move |s| s.write_side(&down_rx, client_out, &server_also, &s.bytes_down)),
+            Box::new(move |s| {
+                s.write_side(
+                    &down_rx,
+                    client_out,
+                    &server_also,
+                    (&s.bytes_down, &s.down_late),
+                );
+            }),
         ];
         for role in roles {
             let s = Arc::clone(self);
@@ -773,7 +853,12 @@ impl TcpShared {
                 }
             }
         }
-        self.write_side(&up_rx, server_out, &client_also, &self.bytes_up);
+        self.write_side(
+            &up_rx,
+            server_out,
+            &client_also,
+            (&self.bytes_up, &self.up_late),
+        );
         for h in handles {
             let _ = h.join();
         }
@@ -810,15 +895,16 @@ impl TcpShared {
         }
     }
 
-    /// Writes each chunk to `out` when it is due and passes the end on. On a reset, a failed
-    /// write or a stop it shuts down both `out` and `source` (the socket this direction reads
-    /// from), which ends every thread of the connection.
+    /// Writes each chunk to `out` when it is due and passes the end on, counting its bytes and
+    /// how late it went out in `counters`. On a reset, a failed write or a stop it shuts down
+    /// both `out` and `source` (the socket this direction reads from), which ends every thread
+    /// of the connection.
     fn write_side(
         &self,
         rx: &Receiver<Piece>,
         mut out: TcpStream,
         source: &TcpStream,
-        counter: &AtomicU64,
+        (counter, late): (&AtomicU64, &Mutex<Lateness>),
     ) {
         let _ = out.set_write_timeout(Some(Duration::from_secs(10)));
         loop {
@@ -828,7 +914,12 @@ impl TcpShared {
             }
             match rx.recv_timeout(POLL) {
                 Ok(Piece::Data(at, bytes)) => {
-                    if !self.wait_until(at) || out.write_all(&bytes).is_err() {
+                    if !self.wait_until(at) {
+                        reset(&out, source);
+                        return;
+                    }
+                    lock(late).record(self.start + at, self.now().saturating_sub(at));
+                    if out.write_all(&bytes).is_err() {
                         reset(&out, source);
                         return;
                     }
@@ -866,4 +957,39 @@ impl TcpShared {
 fn reset(a: &TcpStream, b: &TcpStream) {
     let _ = a.shutdown(Shutdown::Both);
     let _ = b.shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lateness_counts_deliveries_from_two_ms_late_and_keeps_their_instants() {
+        let t0 = Instant::now();
+        let mut l = Lateness::default();
+        for (i, us) in [0u64, 1_999, 2_000, 7_500, 300].into_iter().enumerate() {
+            l.record(
+                t0 + Duration::from_millis(i as u64),
+                Duration::from_micros(us),
+            );
+        }
+        assert_eq!((l.sent, l.late), (5, 2));
+        assert_eq!(l.worst, Duration::from_micros(7_500));
+        assert_eq!(
+            l.when,
+            [
+                (t0 + Duration::from_millis(2), Duration::from_micros(2_000)),
+                (t0 + Duration::from_millis(3), Duration::from_micros(7_500)),
+            ]
+        );
+        assert_eq!(
+            l.to_string(),
+            "2 of 5 sent 2 ms or more late (worst 7.5 ms)"
+        );
+        // The count goes on past what is kept.
+        for _ in 0..LATE_KEPT {
+            l.record(t0, LATE);
+        }
+        assert_eq!((l.late, l.when.len()), (LATE_KEPT as u64 + 2, LATE_KEPT));
+    }
 }

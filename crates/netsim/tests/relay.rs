@@ -147,6 +147,13 @@ fn udp_relay_delays_both_ways_and_loses_nothing_without_loss() {
     let max = got.values().max().unwrap();
     assert!(*min >= 30 * MS, "fastest round trip {min:?}");
     assert!(*max < Duration::from_secs(2), "slowest round trip {max:?}");
+    // Every delivery was timed against its instant; what a busy machine made late is listed.
+    let (up, down) = relay.lateness();
+    for l in [&up, &down] {
+        assert_eq!(l.sent, 100, "{l}");
+        assert_eq!(l.when.len() as u64, l.late, "{l}");
+        assert!(l.worst < *max, "{l}, slowest round trip {max:?}");
+    }
     let stats = relay.stop();
     for s in [stats.upstream, stats.downstream] {
         assert_eq!(
@@ -399,6 +406,8 @@ fn tcp_relay_delivers_bytes_intact_in_order_and_delayed() {
     wait_until("the connection to close", Duration::from_secs(5), || {
         relay.stats().active == 0
     });
+    let (up, down) = relay.lateness();
+    assert!(up.sent > 0 && down.sent > 0, "{up}; {down}");
     let stats = relay.stop();
     assert_eq!(stats.bytes_up, data.len() as u64);
     assert_eq!(stats.bytes_down, data.len() as u64);

@@ -700,7 +700,9 @@ impl Pipeline {
         })
     }
 
-    fn stats_line(&self, mode: StatsMode) {
+    /// One stats line; `woke_late` is how many times the machine woke the player 2 ms or more
+    /// late so far (JSON only).
+    fn stats_line(&self, mode: StatsMode, woke_late: u64) {
         let s = self.playout.stats();
         let j = s.jitter;
         let underruns = self.underruns();
@@ -728,7 +730,7 @@ impl Pipeline {
             }
             StatsMode::Json => {
                 println!(
-                    "{{\"t\":{:.3},\"received\":{},\"lost\":{},\"late\":{},\"duplicated\":{},\"concealed\":{},\"skipped\":{},\"underruns\":{},\"buffer_ms\":{:.2},\"target_ms\":{:.2},\"jitter_ms\":{:.2},\"drift_ppm\":{:.1},\"ratio\":{:.6}}}",
+                    "{{\"t\":{:.3},\"received\":{},\"lost\":{},\"late\":{},\"duplicated\":{},\"concealed\":{},\"skipped\":{},\"underruns\":{},\"buffer_ms\":{:.2},\"target_ms\":{:.2},\"jitter_ms\":{:.2},\"drift_ppm\":{:.1},\"ratio\":{:.6},\"woke_late\":{}}}",
                     self.frames_out as f64 / f64::from(self.info.sample_rate),
                     j.received,
                     j.lost,
@@ -741,7 +743,8 @@ impl Pipeline {
                     s.target * 1e3,
                     j.jitter_us as f64 / 1e3,
                     s.drift_ppm,
-                    s.ratio
+                    s.ratio,
+                    woke_late
                 );
             }
         }
@@ -999,7 +1002,7 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
         }
         if config.stats != StatsMode::Off && last_stats.elapsed() >= Duration::from_millis(500) {
             last_stats = Instant::now();
-            p.stats_line(config.stats);
+            p.stats_line(config.stats, woke.late);
         }
     }
     if let Some(l) = link.as_mut() {
@@ -1016,7 +1019,7 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
         interrupted = shutdown.load(Ordering::Relaxed);
     }
     if config.stats == StatsMode::Line {
-        p.stats_line(StatsMode::Line);
+        p.stats_line(StatsMode::Line, woke.late);
         eprintln!();
     }
     let summary = p.summary(link.as_ref(), interrupted, woke)?;
