@@ -41,6 +41,9 @@ pub struct CellResult {
     pub latency: Option<Distribution>,
     /// Underruns over the whole stream.
     pub underruns: u64,
+    /// Of `underruns`, those where the output ring ran short while the jitter buffer had the
+    /// audio (the player's feeding thread late); the rest are the buffer running empty.
+    pub ring_underruns: u64,
     /// Underruns after the first 2 s of audio.
     pub underruns_after_2s: u64,
     /// Frames received.
@@ -85,6 +88,7 @@ impl CellResult {
             audio_s: 0.0,
             latency: None,
             underruns: 0,
+            ring_underruns: 0,
             underruns_after_2s: 0,
             received: 0,
             lost: 0,
@@ -524,6 +528,7 @@ impl Runner {
             audio_s,
             latency: summary_latency(&s),
             underruns,
+            ring_underruns: u(&s, "ring_underruns"),
             underruns_after_2s: underruns_after(&out.stats, underruns, 2.0),
             held_up_after_2s: underruns_held_up(
                 &out.stats,
