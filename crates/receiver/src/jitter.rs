@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use audiowire_protocol::{Audio, StreamInfo};
+use audiowire_protocol::{Audio, Codec, StreamInfo};
 
 use crate::codec::{Decoder, PcmDecoder};
 
@@ -178,6 +178,9 @@ pub struct JitterBuffer {
     stats: JitterStats,
     /// The lowest adaptive target the output allows, in seconds (see [`JitterBuffer::set_floor`]).
     floor: f64,
+    /// The least audio, in seconds, the start waits for besides the target (see
+    /// [`JitterBuffer::set_start_level`]).
+    start_level: f64,
     /// The last quantile taken: when, the mean transit then, and the quantile above it.
     quantile: Option<(Duration, f64, f64)>,
     /// Scratch space for taking it.
@@ -231,6 +234,7 @@ impl JitterBuffer {
             jitter: 0.0,
             stats: JitterStats::default(),
             floor: 0.0,
+            start_level: 0.0,
             quantile: None,
             scratch: Vec::new(),
         }
@@ -249,6 +253,15 @@ impl JitterBuffer {
     /// True once playback began.
     pub fn is_started(&self) -> bool {
         self.started
+    }
+
+    /// Seconds at the start of the stream that its decoder drops (Opus's pre-skip, in 48 kHz
+    /// samples); 0 for PCM.
+    fn start_skip(&self) -> f64 {
+        match self.info.codec {
+            Codec::Opus { pre_skip } => f64::from(pre_skip) / 48_000.0,
+            _ => 0.0,
+        }
     }
 
     /// Audio buffered ahead of the read position, in seconds: from the next frame to hand out to
@@ -358,6 +371,14 @@ impl JitterBuffer {
         self.quantile = None;
     }
 
+    /// Sets the least audio the start waits for, whatever the target: the output's first
+    /// callback takes a whole period at once, and the frames after the pre-roll come at the
+    /// sender's pace, a frame after the burst, so the start needs two callbacks' worth (what
+    /// the decoder drops, Opus's pre-skip, not counted) not to run dry at the second.
+    pub fn set_start_level(&mut self, level: Duration) {
+        self.start_level = level.as_secs_f64();
+    }
+
     /// Sets the lowest target the output allows: below about one output callback the device
     /// would run dry between frames whatever the network does. An adaptive target never goes
     /// below it (a pinned one is the user's to choose).
@@ -459,7 +480,11 @@ impl JitterBuffer {
     /// Hands out the next frame (see [`Popped`]): concealing a missing one, or stalling.
     pub fn pop(&mut self) -> Popped {
         if !self.started {
-            let ready = self.level() >= self.target || self.end.is_some();
+            // The decoder drops the stream's first samples (Opus's pre-skip): they are not
+            // audio the output gets, so the start waits for the target without them.
+            // (Less a microsecond: whole frames that make the level exactly are enough.)
+            let wanted = self.target.max(self.start_level) - 1e-6;
+            let ready = self.level() - self.start_skip() >= wanted || self.end.is_some();
             if !ready || self.frames.is_empty() && self.end.is_none() {
                 return Popped::Waiting;
             }
@@ -959,6 +984,59 @@ mod tests {
         assert!(steps < 0.03, "a step at a frame boundary: {steps}");
         let s = jb.stats();
         assert_eq!((s.lost, s.concealed, s.underruns), (4, 4, 0));
+    }
+
+    #[test]
+    fn the_start_waits_for_two_callbacks_of_audio_whatever_the_target() {
+        let mut jb = JitterBuffer::new(info(), TargetPolicy::adaptive(ms(1), ms(10), ms(1000)));
+        jb.set_start_level(ms(20));
+        jb.push(frame(0), ms(0));
+        // 10 ms is the target, but not two 10 ms callbacks.
+        assert_eq!(jb.pop(), Popped::Waiting);
+        jb.push(frame(1), ms(0));
+        assert!(matches!(jb.pop(), Popped::Frame { sequence: 0, .. }));
+        assert!(matches!(jb.pop(), Popped::Frame { sequence: 1, .. }));
+    }
+
+    #[test]
+    fn an_opus_stream_starts_once_the_target_is_here_without_the_pre_skip() {
+        let mut enc =
+            opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Audio).unwrap();
+        let pre_skip = enc.get_lookahead().unwrap() as u16;
+        assert!(pre_skip > 0);
+        let info = StreamInfo {
+            codec: Codec::Opus { pre_skip },
+            format: SampleFormat::F32,
+            ..info()
+        };
+        let mut packet = |seq: u64| {
+            let mut payload = vec![0u8; 1500];
+            let n = enc
+                .encode_float(&[0.0; SPF as usize], &mut payload)
+                .unwrap();
+            payload.truncate(n);
+            Audio {
+                sequence: seq,
+                position: seq * u64::from(SPF),
+                timestamp_us: 0,
+                payload,
+            }
+        };
+        // 10 ms frames, a 10 ms target: the first frame gives only 10 ms less the pre-skip.
+        let mut jb = JitterBuffer::new(info, TargetPolicy::fixed(ms(10)));
+        jb.push(packet(0), ms(0));
+        assert_eq!(jb.pop(), Popped::Waiting);
+        jb.push(packet(1), ms(10));
+        match jb.pop() {
+            Popped::Frame {
+                sequence, payload, ..
+            } => {
+                assert_eq!(sequence, 0);
+                // F32 mono: the first frame is short by the pre-skip.
+                assert_eq!(payload.len(), 4 * (SPF as usize - usize::from(pre_skip)));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

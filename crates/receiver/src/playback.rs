@@ -109,7 +109,10 @@ pub fn render(cons: &mut HeapCons<f32>, out: &mut [f32], shared: &Shared) {
 }
 
 /// A real-time clock that consumes the ring as a sound card would, for when there is no device
-/// (`--out` alone): one period every `period`, on absolute deadlines.
+/// (`--out` alone): one period every `period`, on absolute deadlines, from the instant playback
+/// starts ([`Shared::started`], then [`NullClock::go`]): its first period takes the first audio
+/// queued, as a sound card's would if it opened just then. A clock that ran from before the
+/// audio came started the stream up to a period late, at a phase that changed from run to run.
 #[derive(Debug)]
 pub struct NullClock {
     stop: Arc<AtomicBool>,
@@ -134,6 +137,10 @@ impl NullClock {
                 let ch = usize::from(channels.max(1));
                 let per = f64::from(rate) * period.as_secs_f64();
                 let mut buf = vec![0.0f32; (per as usize + 1) * 2 * ch];
+                // Bounded: `go` wakes it, the timeout only rechecks the flags.
+                while !shared.started.load(Ordering::Acquire) && !stop2.load(Ordering::Relaxed) {
+                    thread::park_timeout(Duration::from_millis(20));
+                }
                 let start = Instant::now();
                 let mut k: u32 = 0;
                 let mut owed = 0.0f64;
@@ -158,10 +165,20 @@ impl NullClock {
     }
 }
 
+impl NullClock {
+    /// Wakes the clock once playback has started (`Shared::started` set): it begins at once.
+    pub fn go(&self) {
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+}
+
 impl Drop for NullClock {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -191,6 +208,35 @@ mod tests {
         assert_eq!(shared.underruns.load(Ordering::Relaxed), 1);
         assert_eq!(shared.missing_samples.load(Ordering::Relaxed), 1);
         assert_eq!(shared.played_samples.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn the_null_clock_begins_with_playback() {
+        let (mut prod, cons) = HeapRb::<f32>::new(4096).split();
+        prod.push_slice(&[0.25; 1024]);
+        let shared = Shared::new();
+        let clock = NullClock::start(
+            cons,
+            Arc::clone(&shared),
+            48_000,
+            2,
+            Duration::from_millis(1),
+        )
+        .unwrap();
+        // The stimulus: 30 periods with playback not started (not a synchronisation). A clock
+        // that ran would have made 30 callbacks.
+        thread::sleep(Duration::from_millis(30));
+        assert_eq!(shared.callback_samples.load(Ordering::Relaxed), 0);
+        assert_eq!(shared.last_callback_ns.load(Ordering::Relaxed), 0);
+        shared.started.store(true, Ordering::Release);
+        clock.go();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.played_samples.load(Ordering::Relaxed) < 1024 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
+        // From its first period on it takes 96 samples (1 ms of 48 kHz stereo) a period.
+        assert_eq!(shared.played_samples.load(Ordering::Relaxed), 1024);
+        assert_eq!(shared.callback_samples.load(Ordering::Relaxed), 96);
     }
 
     #[test]

@@ -354,7 +354,7 @@ struct Pipeline {
     latency: LatencyStats,
     description: String,
     device: Option<DeviceOutput>,
-    _null: Option<NullClock>,
+    null: Option<NullClock>,
     frames_out: u64,
     fade_in: bool,
     finished: bool,
@@ -463,7 +463,7 @@ impl Pipeline {
             latency: LatencyStats::default(),
             description,
             device,
-            _null: null,
+            null,
             frames_out: 0,
             fade_in: false,
             finished: false,
@@ -541,18 +541,27 @@ impl Pipeline {
     /// the next one.
     fn fill(&mut self, now: Duration) -> Result<()> {
         let callback = self.callback();
-        // While the output starts, a device may take its whole buffer (two periods or more)
-        // in quick callbacks: the floor is two callbacks then.
+        // While the output starts, the floor is two callbacks: a device may take its whole
+        // buffer (two periods or more) in quick callbacks, and for the null clock as for a
+        // device the frames after the pre-roll burst come a frame later, in phase with the
+        // callbacks, so one callback of margin is what keeps the start from stalling while the
+        // target still learns the network (with one, 2 of 6 runs of three UDP players and
+        // their sender on two cores stalled at the start).
         let starting = self
             .started_at
             .is_none_or(|t| now.saturating_sub(t) < START_WINDOW);
         let periods = if starting { 2.0 } else { 1.0 };
         self.adapt_margin(now);
-        // Only a callback the output made says how large they are: a guess would raise the
-        // target, which then takes seconds to come down.
-        if self.shared.callback_samples.load(Ordering::Relaxed) > 0 {
+        // Only a callback a device made says how large they are: a guess would raise the
+        // target, which then takes seconds to come down. The null clock's period is its own,
+        // known before its first callback (which waits for playback to start).
+        if self.null.is_some() || self.shared.callback_samples.load(Ordering::Relaxed) > 0 {
             self.playout
                 .set_floor(Duration::from_secs_f64(periods * callback + self.margin));
+        }
+        if self.started_at.is_none() {
+            self.playout
+                .set_start_level(Duration::from_secs_f64(2.0 * callback));
         }
         let frame = f64::from(self.info.samples_per_frame) / f64::from(self.info.sample_rate);
         // Bounded: each pass hands out a frame or stops.
@@ -598,9 +607,12 @@ impl Pipeline {
             }
         }
         // The output starts once a whole pass is queued, not between the first frames.
-        if self.frames_out > 0 {
+        if (self.frames_out > 0 || self.finished) && self.started_at.is_none() {
             self.shared.started.store(true, Ordering::Release);
-            self.started_at.get_or_insert(now);
+            self.started_at = Some(now);
+            if let Some(clock) = &self.null {
+                clock.go();
+            }
         }
         Ok(())
     }

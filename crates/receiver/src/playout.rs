@@ -166,6 +166,11 @@ impl Playout {
         self.jitter.set_floor(floor);
     }
 
+    /// The least audio the start waits for (see [`JitterBuffer::set_start_level`]).
+    pub fn set_start_level(&mut self, level: Duration) {
+        self.jitter.set_start_level(level);
+    }
+
     /// The resampling ratio (output samples per input sample) for what `next` returned.
     pub fn ratio(&self) -> f64 {
         self.controller.ratio()
