@@ -163,9 +163,7 @@ impl NullClock {
             thread: Some(thread),
         })
     }
-}
 
-impl NullClock {
     /// Wakes the clock once playback has started (`Shared::started` set): it begins at once.
     pub fn go(&self) {
         if let Some(t) = &self.thread {
