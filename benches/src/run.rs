@@ -74,7 +74,7 @@ pub struct CellResult {
     /// The relay's own deliveries to the player 2 ms or more past their instants (the machine
     /// holding up its thread, on top of the profile), and the worst, in ms.
     pub relay_late: Option<(u64, f64)>,
-    /// Of `underruns_after_2s`, those that came in a second of audio in which the machine held
+    /// Of `underruns_after_2s`, those that came in a stats interval in which the machine held
     /// up the relay or the player by 2 ms or more ([`underruns_held_up`]).
     pub held_up_after_2s: u64,
 }
@@ -253,10 +253,10 @@ pub fn underruns_after(stats: &[StatsLine], total: u64, after: f64) -> u64 {
 pub const HELD_UP_SLACK: Duration = Duration::from_millis(200);
 
 /// Of the underruns after `after` seconds of audio, those in a stats interval (the player's
-/// lines come once a second) in which the machine held things up: the player woke 2 ms or more
+/// lines come every 500 ms) in which the machine held things up: the player woke 2 ms or more
 /// late (its `woke_late` count rose), or the relay sent something to it 2 ms or more late
 /// (`relay_late`, the instants those deliveries were due) from [`HELD_UP_SLACK`] before the
-/// interval to its end. An underrun in such a second may still have had another cause; one
+/// interval to its end. An underrun in such an interval may still have had another cause; one
 /// outside them had no delay of the machine's that the bench saw.
 pub fn underruns_held_up(stats: &[StatsLine], after: f64, relay_late: &[Instant]) -> u64 {
     let mut held = 0;

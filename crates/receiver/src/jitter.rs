@@ -259,7 +259,9 @@ impl JitterBuffer {
     /// samples); 0 for PCM.
     fn start_skip(&self) -> f64 {
         match self.info.codec {
-            Codec::Opus { pre_skip } => f64::from(pre_skip) / 48_000.0,
+            Codec::Opus { pre_skip } => {
+                f64::from(pre_skip) / f64::from(audiowire_protocol::opus::RATE)
+            }
             _ => 0.0,
         }
     }
