@@ -226,6 +226,7 @@ impl Report {
                     "underruns_after_2s": r.underruns_after_2s,
                     "received": r.received,
                     "lost": r.lost,
+                    "recovered": r.recovered,
                     "late": r.late,
                     "concealed": r.concealed,
                     "target_end_ms": r.target_end_ms,
@@ -285,7 +286,7 @@ impl Report {
     /// The results table, one row per cell.
     pub fn table(&self) -> String {
         let mut s = String::from(
-            "| transport | codec | frame | network | player | audio | p50 ms | p95 ms | p99 ms | max ms | underruns (after 2 s) | lost / concealed | CPU send | CPU play |\n\
+            "| transport | codec | frame | network | player | audio | p50 ms | p95 ms | p99 ms | max ms | underruns (after 2 s) | lost (FEC) / concealed | CPU send | CPU play |\n\
              |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for r in &self.cells {
@@ -306,7 +307,7 @@ impl Report {
             }
             let _ = writeln!(
                 s,
-                "| {} | {} | {} ms | {} | {} | {:.1} s | {} | {} | {} | {} | {} ({}) | {} / {} | {} | {} |",
+                "| {} | {} | {} ms | {} | {} | {:.1} s | {} | {} | {} | {} | {} ({}) | {} ({}) / {} | {} | {} |",
                 c.transport.name(),
                 c.codec.name(),
                 c.frame_ms,
@@ -320,6 +321,7 @@ impl Report {
                 r.underruns,
                 r.underruns_after_2s,
                 r.lost,
+                r.recovered,
                 r.concealed,
                 f(r.cpu_sender, 4),
                 f(r.cpu_player, 4),
@@ -594,6 +596,7 @@ mod tests {
             underruns_after_2s: under2,
             received: 1000,
             lost: 0,
+            recovered: 0,
             late: 0,
             concealed: 0,
             target_end_ms: Some(20.0),

@@ -50,6 +50,9 @@ pub struct CellResult {
     pub received: u64,
     /// Frames lost (concealed and skipped).
     pub lost: u64,
+    /// Of `lost`, those rebuilt from the next frame's FEC data (Opus over UDP) instead of
+    /// concealed.
+    pub recovered: u64,
     /// Frames that came after their turn.
     pub late: u64,
     /// Frames of concealment played (lost frames and stall fill).
@@ -92,6 +95,7 @@ impl CellResult {
             underruns_after_2s: 0,
             received: 0,
             lost: 0,
+            recovered: 0,
             late: 0,
             concealed: 0,
             target_end_ms: None,
@@ -538,6 +542,7 @@ impl Runner {
             relay_late: Some((relay_late.late, relay_late.worst.as_secs_f64() * 1e3)),
             received: u(&s, "received"),
             lost: u(&s, "lost"),
+            recovered: u(&s, "recovered"),
             late: u(&s, "late"),
             concealed: u(&s, "concealed"),
             target_end_ms: s.get("target_ms").and_then(Value::as_f64),

@@ -125,12 +125,14 @@ pub fn run(
             log(&match (&r.error, r.latency) {
                 (Some(e), _) => format!("  failed: {e}"),
                 (None, Some(l)) => format!(
-                    "  latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} underruns ({} after 2 s), {} concealed; CPU send {:.4}, play {:.4}",
+                    "  latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} underruns ({} after 2 s), {} lost ({} by FEC), {} concealed; CPU send {:.4}, play {:.4}",
                     l.p50,
                     l.p99,
                     l.max,
                     r.underruns,
                     r.underruns_after_2s,
+                    r.lost,
+                    r.recovered,
                     r.concealed,
                     r.cpu_sender.unwrap_or(f64::NAN),
                     r.cpu_player.unwrap_or(f64::NAN)

@@ -168,6 +168,12 @@ enum Command {
         /// alone).
         #[arg(long, value_enum)]
         late: Option<LateArg>,
+        /// Opus over UDP: while frames are being lost, keep one frame more buffered so that
+        /// a lost frame's successor, which carries its FEC copy, is already here (more lost
+        /// frames rebuilt rather than concealed, for a frame more latency). Without it a lost
+        /// frame is rebuilt when its successor happens to be here, and concealed otherwise.
+        #[arg(long)]
+        fec_hold: bool,
         /// Open the device at this sample rate and resample the stream to it.
         #[arg(long, value_name = "HZ", value_parser = clap::value_parser!(u32).range(1..=768_000))]
         device_rate: Option<u32>,
@@ -465,6 +471,7 @@ fn run(cli: Cli) -> Result<()> {
             no_reconnect,
             period,
             late,
+            fec_hold,
             key,
             device,
             out,
@@ -497,6 +504,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             config.reconnect = !no_reconnect;
             config.period = period;
+            config.fec_hold = fec_hold;
             config.late = late.map(|l| match l {
                 LateArg::Conceal => audiowire_receiver::player::LatePolicy::Conceal,
                 LateArg::Wait => audiowire_receiver::player::LatePolicy::Wait,

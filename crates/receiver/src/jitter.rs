@@ -46,6 +46,12 @@ pub struct TargetPolicy {
     /// timeline is kept, as a lost frame's is, and the frame is dropped as late if it comes
     /// after all. Zero (reliable transports, and the default): stall at once, skipping nothing.
     pub bridge: Duration,
+    /// Opus over a lossy transport: while frames are being lost, hold one frame more, so that
+    /// the packet after a lost one (which carries its in-band FEC copy) is already here when
+    /// the loss is found. More lost frames are recovered rather than concealed, for a frame
+    /// more latency. Off (the default), a lost frame is recovered whenever its successor
+    /// happens to be here already, as WebRTC's NetEQ does, and concealed otherwise.
+    pub fec_hold: bool,
 }
 
 impl TargetPolicy {
@@ -69,6 +75,7 @@ impl TargetPolicy {
             window: Duration::from_secs(5),
             fall_rate: 0.004,
             bridge: Duration::ZERO,
+            fec_hold: false,
         }
     }
 }
@@ -160,9 +167,9 @@ pub struct JitterBuffer {
     /// Losses counted at the last target update, and when the last new one was seen.
     losses_seen: u64,
     last_loss: Option<Duration>,
-    /// Frames are being lost and the codec rebuilds them from the next frame: the target
-    /// holds one frame more, and an empty buffer stalls (fills that frame at once) rather
-    /// than bridging.
+    /// With [`TargetPolicy::fec_hold`]: frames are being lost and the codec rebuilds them from
+    /// the next frame, so the target holds one frame more, and an empty buffer stalls (fills
+    /// that frame at once) rather than bridging.
     fec_wanted: bool,
     end: Option<u64>,
     /// Sequence numbers concealed recently (to tell late from duplicate).
@@ -428,13 +435,14 @@ impl JitterBuffer {
         };
         let frame = self.frame_samples() as f64 / f64::from(self.info.sample_rate);
         // Over a lossy link, while frames are being lost, a codec that rebuilds a lost frame
-        // from the next one (Opus FEC) needs that next frame here when the loss is found: one
-        // frame more, the price of in-band FEC. Without losses (no FEC sent) nothing is added.
+        // from the next one (Opus FEC) needs that next frame here when the loss is found: with
+        // `fec_hold`, one frame more. Without losses (no FEC sent) nothing is added.
         if self.stats.lost > self.losses_seen {
             self.losses_seen = self.stats.lost;
             self.last_loss = Some(now);
         }
-        self.fec_wanted = !self.policy.bridge.is_zero()
+        self.fec_wanted = self.policy.fec_hold
+            && !self.policy.bridge.is_zero()
             && self.decoder.recovers_from_next()
             && self
                 .last_loss
@@ -1114,6 +1122,79 @@ mod tests {
         }
         let s = jb.stats();
         assert_eq!((s.lost, s.recovered, s.concealed), (3, 2, 1));
+    }
+
+    #[test]
+    fn only_with_fec_hold_does_a_loss_raise_the_target_by_a_frame() {
+        // Opus speech-like audio with FEC, 20 ms frames arriving on time, played one frame
+        // behind the newest; frame 20 is lost (its successor is here when it is found).
+        let mut enc =
+            opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        enc.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
+        enc.set_inband_fec(true).unwrap();
+        enc.set_packet_loss_perc(10).unwrap();
+        let pre_skip = enc.get_lookahead().unwrap() as u16;
+        let info = StreamInfo {
+            sample_rate: RATE,
+            channels: 1,
+            format: SampleFormat::F32,
+            codec: Codec::Opus { pre_skip },
+            samples_per_frame: 960,
+            total_frames: None,
+            live: false,
+        };
+        let packets: Vec<Audio> = (0..40u64)
+            .map(|seq| {
+                let pcm: Vec<f32> = (0..960)
+                    .map(|i| {
+                        let t = (seq * 960 + i) as f32 / RATE as f32;
+                        0.5 * (2.0 * std::f32::consts::PI * 330.0 * t).sin()
+                    })
+                    .collect();
+                Audio {
+                    sequence: seq,
+                    position: seq * 960,
+                    timestamp_us: 0,
+                    payload: enc.encode_vec_float(&pcm, 4000).unwrap(),
+                }
+            })
+            .collect();
+        let mut targets = Vec::new();
+        for hold in [false, true] {
+            let mut policy = TargetPolicy::adaptive(ms(1), ms(10), ms(500));
+            policy.bridge = ms(40);
+            policy.fec_hold = hold;
+            let mut jb = JitterBuffer::new(info, policy);
+            let mut before = Duration::ZERO;
+            for a in packets.iter().cloned() {
+                let seq = a.sequence;
+                if seq != 20 {
+                    jb.push(a, ms(seq * 20));
+                }
+                if seq >= 1 {
+                    assert!(
+                        matches!(jb.pop(), Popped::Frame { .. }),
+                        "frame {}",
+                        seq - 1
+                    );
+                }
+                if seq == 19 {
+                    before = jb.target();
+                }
+            }
+            let s = jb.stats();
+            assert_eq!((s.lost, s.recovered), (1, 1), "hold {hold}: {s:?}");
+            targets.push((before, jb.target()));
+        }
+        let frame = ms(20);
+        let (before, after) = targets[0];
+        assert_eq!(after, before, "without the hold the loss changes nothing");
+        let (before, after) = targets[1];
+        assert_eq!(
+            after,
+            before + frame,
+            "with it the target holds a frame more"
+        );
     }
 
     #[test]

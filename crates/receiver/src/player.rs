@@ -149,6 +149,9 @@ pub struct PlayerConfig {
     /// Late frames; `None`: [`LatePolicy::Conceal`] when playing on a device,
     /// [`LatePolicy::Wait`] when only recording.
     pub late: Option<LatePolicy>,
+    /// Opus over UDP, when playing: hold one frame more while frames are being lost, so that
+    /// more of them are recovered from the next packet's FEC (see [`TargetPolicy::fec_hold`]).
+    pub fec_hold: bool,
 }
 
 impl PlayerConfig {
@@ -175,6 +178,7 @@ impl PlayerConfig {
             key: None,
             period: Duration::from_millis(10),
             late: None,
+            fec_hold: false,
         }
     }
 
@@ -196,6 +200,7 @@ impl PlayerConfig {
         // over UDP, lost): when playing, conceal it and keep the timeline, as for any lost
         // frame, rather than stall and play everything after it later. A longer silence
         // stalls.
+        policy.fec_hold = self.fec_hold;
         if self.late() == LatePolicy::Conceal {
             policy.bridge = BRIDGE;
         }
@@ -742,10 +747,11 @@ impl Pipeline {
             }
             StatsMode::Json => {
                 println!(
-                    "{{\"t\":{:.3},\"received\":{},\"lost\":{},\"late\":{},\"duplicated\":{},\"concealed\":{},\"skipped\":{},\"underruns\":{},\"buffer_ms\":{:.2},\"target_ms\":{:.2},\"jitter_ms\":{:.2},\"drift_ppm\":{:.1},\"ratio\":{:.6},\"woke_late\":{}}}",
+                    "{{\"t\":{:.3},\"received\":{},\"lost\":{},\"recovered\":{},\"late\":{},\"duplicated\":{},\"concealed\":{},\"skipped\":{},\"underruns\":{},\"buffer_ms\":{:.2},\"target_ms\":{:.2},\"jitter_ms\":{:.2},\"drift_ppm\":{:.1},\"ratio\":{:.6},\"woke_late\":{}}}",
                     self.frames_out as f64 / f64::from(self.info.sample_rate),
                     j.received,
                     j.lost,
+                    j.recovered,
                     j.late,
                     j.duplicated,
                     j.concealed,

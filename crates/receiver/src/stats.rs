@@ -173,8 +173,8 @@ impl crate::player::Summary {
             concat!(
                 "{{\"summary\":{{\"interrupted\":{},\"seconds\":{:.3},\"frames_out\":{},",
                 "\"sample_rate\":{},\"channels\":{},\"format\":{},\"samples_per_frame\":{},",
-                "\"received\":{},\"lost\":{},\"late\":{},\"duplicated\":{},\"concealed\":{},",
-                "\"skipped\":{},",
+                "\"received\":{},\"lost\":{},\"recovered\":{},\"late\":{},\"duplicated\":{},",
+                "\"concealed\":{},\"skipped\":{},",
                 "\"underruns\":{},\"buffer_underruns\":{},\"ring_underruns\":{},\"device_xruns\":{},",
                 "\"woke_late\":{},\"woke_late_worst_ms\":{:.3},",
                 "\"malformed\":{},\"latency_ms\":{{\"count\":{},\"min\":{},\"p50\":{},\"p95\":{},",
@@ -190,6 +190,7 @@ impl crate::player::Summary {
             self.info.samples_per_frame,
             j.received,
             j.lost,
+            j.recovered,
             j.late,
             j.duplicated,
             j.concealed,
