@@ -1049,8 +1049,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_lost_opus_frame_is_recovered_by_fec_when_the_next_is_here_else_concealed() {
+    /// `n` 20 ms frames of a 330 Hz sine, encoded by libopus as speech at 32 kbit/s with
+    /// in-band FEC for 10 % loss (so each packet carries its predecessor's FEC copy), and the
+    /// stream's description; the encoder's pre-skip is in it.
+    fn opus_fec_stream(n: u64) -> (StreamInfo, Vec<Audio>) {
         let mut enc =
             opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
         enc.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
@@ -1066,8 +1068,7 @@ mod tests {
             total_frames: None,
             live: false,
         };
-        let mut jb = JitterBuffer::new(info, TargetPolicy::fixed(ms(20)));
-        let packets: Vec<Audio> = (0..12u64)
+        let packets = (0..n)
             .map(|seq| {
                 let pcm: Vec<f32> = (0..960)
                     .map(|i| {
@@ -1083,6 +1084,16 @@ mod tests {
                 }
             })
             .collect();
+        (info, packets)
+    }
+
+    #[test]
+    fn a_lost_opus_frame_is_recovered_by_fec_when_the_next_is_here_else_concealed() {
+        let (info, packets) = opus_fec_stream(12);
+        let Codec::Opus { pre_skip } = info.codec else {
+            unreachable!()
+        };
+        let mut jb = JitterBuffer::new(info, TargetPolicy::fixed(ms(20)));
         // Frame 5 never comes (its successor is here: FEC); 9 and 10 neither (9's successor is
         // missing too: PLC; 10 is followed by 11: FEC).
         for a in packets {
@@ -1126,39 +1137,9 @@ mod tests {
 
     #[test]
     fn only_with_fec_hold_does_a_loss_raise_the_target_by_a_frame() {
-        // Opus speech-like audio with FEC, 20 ms frames arriving on time, played one frame
-        // behind the newest; frame 20 is lost (its successor is here when it is found).
-        let mut enc =
-            opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
-        enc.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
-        enc.set_inband_fec(true).unwrap();
-        enc.set_packet_loss_perc(10).unwrap();
-        let pre_skip = enc.get_lookahead().unwrap() as u16;
-        let info = StreamInfo {
-            sample_rate: RATE,
-            channels: 1,
-            format: SampleFormat::F32,
-            codec: Codec::Opus { pre_skip },
-            samples_per_frame: 960,
-            total_frames: None,
-            live: false,
-        };
-        let packets: Vec<Audio> = (0..40u64)
-            .map(|seq| {
-                let pcm: Vec<f32> = (0..960)
-                    .map(|i| {
-                        let t = (seq * 960 + i) as f32 / RATE as f32;
-                        0.5 * (2.0 * std::f32::consts::PI * 330.0 * t).sin()
-                    })
-                    .collect();
-                Audio {
-                    sequence: seq,
-                    position: seq * 960,
-                    timestamp_us: 0,
-                    payload: enc.encode_vec_float(&pcm, 4000).unwrap(),
-                }
-            })
-            .collect();
+        // FEC-carrying Opus, 20 ms frames arriving on time, played one frame behind the newest;
+        // frame 20 is lost (its successor is here when it is found).
+        let (info, packets) = opus_fec_stream(40);
         let mut targets = Vec::new();
         for hold in [false, true] {
             let mut policy = TargetPolicy::adaptive(ms(1), ms(10), ms(500));
