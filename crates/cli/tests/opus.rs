@@ -1,8 +1,8 @@
 //! Opus and the live broadcast with the real binaries: round trips of the test clips against
 //! the aligned source (SNR thresholds for music and speech at 64 and 128 kbit/s, every frame
 //! size), UDP through the network simulator at 10 % loss with in-band FEC (a stated share of the
-//! lost frames recovered, every frame still played), and players joining a `--broadcast` where
-//! it stands.
+//! lost frames recovered, every frame still played; `play --fec-hold`'s extra frame), and
+//! players joining a `--broadcast` where it stands.
 #![allow(
     clippy::unwrap_used,
     reason = "test code: a panic is the failure report"
@@ -249,6 +249,61 @@ fn udp_at_10_percent_loss_recovers_lost_frames_with_fec() {
     );
     // Still recognisably the source: measured 9.9 dB (the concealed frames cost most of it).
     assert!(t.snr_db[0] > 5.0, "SNR {:.1} dB", t.snr_db[0]);
+}
+
+#[test]
+fn only_fec_hold_keeps_a_frame_more_for_fec_while_frames_are_lost() {
+    // Speech with FEC over UDP at 10 % loss, played (late frames concealed, as on a device):
+    // without `--fec-hold` a lost frame is recovered only if its successor is already here;
+    // with it the target holds one 20 ms frame more while frames are being lost.
+    let src = clip("speech-22k-s16-mono.wav");
+    let mut targets = Vec::new();
+    for hold in [false, true] {
+        let sender = Sender::start(
+            &src,
+            &["--transport", "udp", "--codec", "opus", "--bitrate", "64k"],
+        );
+        let config = Config {
+            loss: Loss::Random(0.10),
+            seed: 4,
+            ..Config::default()
+        };
+        let relay =
+            UdpRelay::start("127.0.0.1:0", &sender.addr, RelayConfig::symmetric(config)).unwrap();
+        let via = relay.local_addr().to_string();
+        let tmp = tmpdir("opus-fec-hold");
+        let out = tmp.path().join("received.wav");
+        let mut args = vec![
+            "play",
+            &via,
+            "--transport",
+            "udp",
+            "--late",
+            "conceal",
+            "--out",
+            out.to_str().unwrap(),
+            "--summary-json",
+        ];
+        if hold {
+            args.push("--fec-hold");
+        }
+        let res = run(&args, Duration::from_secs(40));
+        relay.stop();
+        let stdout = text(&res.stdout);
+        assert!(res.status.success(), "{}{stdout}", text(&res.stderr));
+        let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        let s = &v["summary"];
+        let lost = s["lost"].as_u64().unwrap();
+        assert!(lost >= 10, "10 % loss should lose some frames: {s}");
+        assert!(s["recovered"].as_u64().unwrap() > 0, "{s}");
+        targets.push(s["target_ms"].as_f64().unwrap());
+    }
+    // Measured: 16.9 ms without, 37.8 with (20 ms frames).
+    eprintln!(
+        "target at the end: {:.1} ms without, {:.1} ms with --fec-hold",
+        targets[0], targets[1]
+    );
+    assert!(targets[1] >= targets[0] + 15.0, "{targets:?}");
 }
 
 /// The first `n` samples of `rec` as they appear in `src` played in a loop, found exactly.
