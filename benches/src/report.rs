@@ -647,7 +647,7 @@ mod tests {
         assert_eq!(checks[2].verdict, Verdict::Missed);
         assert_eq!(checks[3].verdict, Verdict::NotMeasured);
         let md = report.markdown(&[("t".into(), "t.svg".into())]);
-        assert!(md.contains("| udp | pcm | 10 ms | wifi | default | 10.0 s | 24.0 | 30.0 | 30.0 | 31.0 | 0 (0) | 0 / 0 | 0.0040 | 0.0100 |"), "{md}");
+        assert!(md.contains("| udp | pcm | 10 ms | wifi | default | 10.0 s | 24.0 | 30.0 | 30.0 | 31.0 | 0 (0) | 0 (0) / 0 | 0.0040 | 0.0100 |"), "{md}");
         assert!(md.contains("![t](t.svg)"));
         let j = report.to_json();
         assert_eq!(j["cells"][1]["latency_ms"]["p50"], 24.0);
