@@ -168,10 +168,13 @@ enum Command {
         /// alone).
         #[arg(long, value_enum)]
         late: Option<LateArg>,
-        /// Opus over UDP: while frames are being lost, keep one frame more buffered so that
-        /// a lost frame's successor, which carries its FEC copy, is already here (more lost
-        /// frames rebuilt rather than concealed, for a frame more latency). Without it a lost
-        /// frame is rebuilt when its successor happens to be here, and concealed otherwise.
+        /// Opus over UDP, when playing with an adaptive latency: for 5 s after each lost frame,
+        /// keep one frame more buffered (20 ms at the sender's default frames), so that a lost
+        /// frame's successor, which carries its FEC copy, is already here: more lost frames
+        /// rebuilt rather than concealed, for that much more latency. Without it a lost frame
+        /// is rebuilt when its successor happens to be here, and concealed otherwise. No
+        /// effect with --latency, --late wait or --out alone (every frame is waited for),
+        /// over TCP, or from a sender with --no-fec.
         #[arg(long)]
         fec_hold: bool,
         /// Open the device at this sample rate and resample the stream to it.

@@ -44,8 +44,8 @@ pub trait Decoder: std::fmt::Debug + Send {
     fn fill(&mut self, frames: usize) -> Vec<u8>;
 
     /// Whether a lost frame can be rebuilt from the frame after it (Opus's in-band FEC, when
-    /// the stream carries it), so that having that frame buffered when the loss is found is
-    /// worth a frame of latency.
+    /// the stream carries it), so that, with [`crate::jitter::TargetPolicy::fec_hold`], having
+    /// that frame buffered when the loss is found is worth a frame of latency.
     fn recovers_from_next(&self) -> bool {
         false
     }

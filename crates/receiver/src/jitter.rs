@@ -46,11 +46,13 @@ pub struct TargetPolicy {
     /// timeline is kept, as a lost frame's is, and the frame is dropped as late if it comes
     /// after all. Zero (reliable transports, and the default): stall at once, skipping nothing.
     pub bridge: Duration,
-    /// Opus over a lossy transport: while frames are being lost, hold one frame more, so that
-    /// the packet after a lost one (which carries its in-band FEC copy) is already here when
-    /// the loss is found. More lost frames are recovered rather than concealed, for a frame
-    /// more latency. Off (the default), a lost frame is recovered whenever its successor
-    /// happens to be here already, as WebRTC's NetEQ does, and concealed otherwise.
+    /// Opus over a lossy transport, with an adaptive target and a `bridge`: for a window after
+    /// each loss, hold one frame more, so that the packet after a lost one (which carries its
+    /// in-band FEC copy) is already here when the loss is found, and stall on an empty buffer
+    /// instead of bridging (which fills that frame at once). More lost frames are recovered
+    /// rather than concealed, for a frame more latency. Off (the default), a lost frame is
+    /// recovered whenever its successor happens to be here already, as WebRTC's NetEQ does,
+    /// and concealed otherwise.
     pub fec_hold: bool,
 }
 
@@ -1136,18 +1138,20 @@ mod tests {
     }
 
     #[test]
-    fn only_with_fec_hold_does_a_loss_raise_the_target_by_a_frame() {
+    fn only_with_fec_hold_does_a_loss_raise_the_target_by_a_frame_and_stall_not_bridge() {
         // FEC-carrying Opus, 20 ms frames arriving on time, played one frame behind the newest;
-        // frame 20 is lost (its successor is here when it is found).
-        let (info, packets) = opus_fec_stream(40);
-        let mut targets = Vec::new();
+        // frame 20 is lost (its successor is here when it is found, so it is recovered either
+        // way). Then, 2.6 s in (past the first 2 s, which always stall), frame 130 does not
+        // come and nothing is behind it: bridged without the hold, a stall with it.
+        let (info, packets) = opus_fec_stream(131);
+        let mut seen = Vec::new();
         for hold in [false, true] {
             let mut policy = TargetPolicy::adaptive(ms(1), ms(10), ms(500));
             policy.bridge = ms(40);
             policy.fec_hold = hold;
             let mut jb = JitterBuffer::new(info, policy);
             let mut before = Duration::ZERO;
-            for a in packets.iter().cloned() {
+            for a in packets.iter().take(130).cloned() {
                 let seq = a.sequence;
                 if seq != 20 {
                     jb.push(a, ms(seq * 20));
@@ -1165,17 +1169,28 @@ mod tests {
             }
             let s = jb.stats();
             assert_eq!((s.lost, s.recovered), (1, 1), "hold {hold}: {s:?}");
-            targets.push((before, jb.target()));
+            assert!(matches!(jb.pop(), Popped::Frame { sequence: 129, .. }));
+            let bridged = match jb.pop() {
+                Popped::Frame {
+                    sequence: 130,
+                    concealed: true,
+                    ..
+                } => true,
+                Popped::Stall { .. } => false,
+                other => panic!("hold {hold}: {other:?}"),
+            };
+            seen.push((before.as_secs_f64(), jb.target().as_secs_f64(), bridged));
         }
-        let frame = ms(20);
-        let (before, after) = targets[0];
-        assert_eq!(after, before, "without the hold the loss changes nothing");
-        let (before, after) = targets[1];
-        assert_eq!(
-            after,
-            before + frame,
-            "with it the target holds a frame more"
+        let frame = 0.020;
+        let (before, after, bridged) = seen[0];
+        assert!((after - before).abs() < 1e-6, "without the hold: {seen:?}");
+        assert!(bridged, "without the hold an empty buffer is bridged");
+        let (before, after, bridged) = seen[1];
+        assert!(
+            (after - before - frame).abs() < 1e-6,
+            "with it a frame more: {seen:?}"
         );
+        assert!(!bridged, "with the hold an empty buffer stalls");
     }
 
     #[test]

@@ -149,8 +149,9 @@ pub struct PlayerConfig {
     /// Late frames; `None`: [`LatePolicy::Conceal`] when playing on a device,
     /// [`LatePolicy::Wait`] when only recording.
     pub late: Option<LatePolicy>,
-    /// Opus over UDP, when playing: hold one frame more while frames are being lost, so that
-    /// more of them are recovered from the next packet's FEC (see [`TargetPolicy::fec_hold`]).
+    /// Opus over UDP, when playing with an adaptive target: for 5 s after each loss, hold one
+    /// frame more and stall rather than bridge an empty buffer, so that more lost frames are
+    /// recovered from the next packet's FEC (see [`TargetPolicy::fec_hold`]).
     pub fec_hold: bool,
 }
 
@@ -196,11 +197,11 @@ impl PlayerConfig {
         } else {
             TargetPolicy::adaptive(self.latency_min, self.latency, self.latency_max)
         };
+        policy.fec_hold = self.fec_hold;
         // A frame that is not here when its turn comes, with nothing behind it, is late (or,
         // over UDP, lost): when playing, conceal it and keep the timeline, as for any lost
         // frame, rather than stall and play everything after it later. A longer silence
         // stalls.
-        policy.fec_hold = self.fec_hold;
         if self.late() == LatePolicy::Conceal {
             policy.bridge = BRIDGE;
         }
