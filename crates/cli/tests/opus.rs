@@ -178,6 +178,25 @@ fn count_before(text: &str, word: &str) -> u64 {
         .map_or(0, |w| w[0].parse().unwrap())
 }
 
+/// A UDP sender of `clip` as Opus at 64 kbit/s (FEC for the loss its players report), behind
+/// the network simulator losing 10 % of the packets each way at random (seed 4); the relay's
+/// address to play from. Keep the sender until the player is done.
+fn opus_at_10_percent_loss(clip: &Path) -> (Sender, UdpRelay, String) {
+    let sender = Sender::start(
+        clip,
+        &["--transport", "udp", "--codec", "opus", "--bitrate", "64k"],
+    );
+    let config = Config {
+        loss: Loss::Random(0.10),
+        seed: 4,
+        ..Config::default()
+    };
+    let relay =
+        UdpRelay::start("127.0.0.1:0", &sender.addr, RelayConfig::symmetric(config)).unwrap();
+    let via = relay.local_addr().to_string();
+    (sender, relay, via)
+}
+
 #[test]
 fn udp_at_10_percent_loss_recovers_lost_frames_with_fec() {
     // The speech, twice over (7 s), so most of the stream runs with the FEC the players' loss
@@ -192,18 +211,7 @@ fn udp_at_10_percent_loss_recovers_lost_frames_with_fec() {
         .expect("run sox (scripts/test.sh installs it)")
         .success();
     assert!(ok, "sox could not join the clips");
-    let sender = Sender::start(
-        &long,
-        &["--transport", "udp", "--codec", "opus", "--bitrate", "64k"],
-    );
-    let config = Config {
-        loss: Loss::Random(0.10),
-        seed: 4,
-        ..Config::default()
-    };
-    let relay =
-        UdpRelay::start("127.0.0.1:0", &sender.addr, RelayConfig::symmetric(config)).unwrap();
-    let via = relay.local_addr().to_string();
+    let (_sender, relay, via) = opus_at_10_percent_loss(&long);
     let out = dir.join("received.wav");
     let res = run(
         &[
@@ -259,18 +267,7 @@ fn only_fec_hold_keeps_a_frame_more_for_fec_while_frames_are_lost() {
     let src = clip("speech-22k-s16-mono.wav");
     let mut targets = Vec::new();
     for hold in [false, true] {
-        let sender = Sender::start(
-            &src,
-            &["--transport", "udp", "--codec", "opus", "--bitrate", "64k"],
-        );
-        let config = Config {
-            loss: Loss::Random(0.10),
-            seed: 4,
-            ..Config::default()
-        };
-        let relay =
-            UdpRelay::start("127.0.0.1:0", &sender.addr, RelayConfig::symmetric(config)).unwrap();
-        let via = relay.local_addr().to_string();
+        let (_sender, relay, via) = opus_at_10_percent_loss(&src);
         let tmp = tmpdir("opus-fec-hold");
         let out = tmp.path().join("received.wav");
         let mut args = vec![
