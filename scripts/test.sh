@@ -7,6 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/packages.sh
 need_rust
+# One build, never rebuilt: no incremental caches (they are half again the build's disk).
+export CARGO_INCREMENTAL=0
+# The build and the tests need about 2.5 GB of disk (a fresh clone's run peaked at 1.6 GB:
+# target/ 1.1, fuzz/target 0.5; cargo's registry 0.6 GB more, and the packages). Say so at
+# the start rather than as a compiler's I/O error.
+free_mb=$(df -Pm . | awk 'NR == 2 { print $4 }')
+if [ "${free_mb:-0}" -lt 2500 ]; then
+    echo "warning: only ${free_mb} MB free on $(df -P . | awk 'NR == 2 { print $6 }'); the build and tests need about 2 500 MB (free some, or point CARGO_TARGET_DIR elsewhere)" >&2
+fi
 need_packages "${BUILD_PACKAGES[@]}" pulseaudio pulseaudio-utils libasound2-plugins alsa-utils \
     "${CODEC_TEST_PACKAGES[@]}"
 cargo fmt --all --check
