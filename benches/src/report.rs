@@ -250,8 +250,14 @@ impl Report {
             .map(|r| {
                 json!({
                     "transport": r.transport.name(),
+                    "play_args": r.play_args,
                     "error": r.error,
                     "latency_ms": lat_json(r.latency),
+                    "underruns": r.underruns,
+                    "underruns_after_2s": r.underruns_after_2s,
+                    "lost": r.lost,
+                    "recovered": r.recovered,
+                    "concealed": r.concealed,
                     "cpu_per_audio_s": {"player": r.cpu_player},
                     "summary": r.summary,
                 })
@@ -328,10 +334,24 @@ impl Report {
             );
         }
         for r in &self.remote {
+            let player = if r.play_args.is_empty() {
+                "default".to_string()
+            } else {
+                format!("`{}`", r.play_args.join(" ").replace('|', "/"))
+            };
+            if let Some(e) = &r.error {
+                let _ = writeln!(
+                    s,
+                    "| {} | remote | | your network | {player} | failed: {} |||||||||",
+                    r.transport.name(),
+                    e.replace('|', "/")
+                );
+                continue;
+            }
             let l = r.latency;
             let _ = writeln!(
                 s,
-                "| {} | remote | | your network | default | {} | {} | {} | {} | {} | {} | {} | – | {} |",
+                "| {} | remote | | your network | {player} | {} | {} | {} | {} | {} | {} ({}) | {} ({}) / {} | – | {} |",
                 r.transport.name(),
                 r.summary
                     .as_ref()
@@ -342,11 +362,11 @@ impl Report {
                 f(l.map(|d| d.p95), 1),
                 f(l.map(|d| d.p99), 1),
                 f(l.map(|d| d.max), 1),
-                r.summary
-                    .as_ref()
-                    .and_then(|v| v.get("underruns"))
-                    .map_or("–".into(), Value::to_string),
-                r.error.clone().unwrap_or_default(),
+                r.underruns,
+                r.underruns_after_2s,
+                r.lost,
+                r.recovered,
+                r.concealed,
                 f(r.cpu_player, 4),
             );
         }
@@ -688,5 +708,64 @@ mod tests {
         let md = r.markdown(&[]);
         assert!(md.contains("; 40.0 µs of CPU per wake-up."), "{md}");
         assert_eq!(r.to_json()["machine"]["wakeups"]["cpu_us_per_wakeup"], 40.0);
+    }
+
+    #[test]
+    fn a_remote_run_is_a_row_with_the_players_options_or_why_it_failed() {
+        let ok = RemoteResult {
+            transport: Transport::Udp,
+            play_args: vec!["--latency".into(), "40ms".into()],
+            summary: Some(serde_json::json!({"seconds": 3.04})),
+            latency: Some(Distribution {
+                count: 300,
+                min: 39.0,
+                p50: 40.3,
+                p95: 40.6,
+                p99: 41.2,
+                max: 44.0,
+            }),
+            underruns: 3,
+            underruns_after_2s: 1,
+            lost: 4,
+            recovered: 2,
+            concealed: 5,
+            cpu_player: Some(0.0123),
+            trace: Vec::new(),
+            error: None,
+        };
+        let failed = RemoteResult {
+            transport: Transport::Tcp,
+            play_args: Vec::new(),
+            summary: None,
+            latency: None,
+            error: Some("the player gave no summary: connection refused | retrying".into()),
+            ..ok.clone()
+        };
+        let report = Report {
+            mode: "remote".into(),
+            machine: Machine::now(),
+            wall_s: 7.0,
+            cells: Vec::new(),
+            remote: vec![ok, failed],
+        };
+        let table = report.table();
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert_eq!(
+            rows,
+            [
+                "| udp | remote | | your network | `--latency 40ms` | 3.0 s | 40.3 | 40.6 | 41.2 | 44.0 | 3 (1) | 4 (2) / 5 | – | 0.0123 |",
+                "| tcp | remote | | your network | default | failed: the player gave no summary: connection refused / retrying |||||||||",
+            ]
+        );
+        // Every row has the header's 14 columns.
+        let cols = |r: &str| r.matches('|').count();
+        assert!(table.lines().all(|r| cols(r) == 15), "{table}");
+        let j = report.to_json();
+        assert_eq!(j["remote"][0]["play_args"][1], "40ms");
+        assert_eq!(j["remote"][0]["recovered"], 2);
+        assert_eq!(
+            j["remote"][1]["error"],
+            "the player gave no summary: connection refused | retrying"
+        );
     }
 }

@@ -572,10 +572,22 @@ impl Runner {
 pub struct RemoteResult {
     /// `tcp` or `udp`.
     pub transport: Transport,
+    /// The options given to the player beyond the bench's own (`bench --remote ... -- OPTIONS`).
+    pub play_args: Vec<String>,
     /// The summary the player printed, if any.
     pub summary: Option<Value>,
     /// Latency percentiles from it.
     pub latency: Option<Distribution>,
+    /// Underruns over the whole stream.
+    pub underruns: u64,
+    /// Of `underruns`, those after the first 2 s of audio.
+    pub underruns_after_2s: u64,
+    /// Frames lost (concealed, rebuilt or skipped).
+    pub lost: u64,
+    /// Of `lost`, those rebuilt from the next frame's FEC data.
+    pub recovered: u64,
+    /// Frames of concealment played.
+    pub concealed: u64,
     /// CPU seconds per second of audio of the local player.
     pub cpu_player: Option<f64>,
     /// Latency over time.
@@ -584,14 +596,39 @@ pub struct RemoteResult {
     pub error: Option<String>,
 }
 
+/// What the bench itself sets on the remote run's player: options a user may not add after
+/// `--` (each is either the bench's way of measuring or would clash with it).
+pub const REMOTE_PLAYER_OWN: [&str; 7] = [
+    "--transport",
+    "--late",
+    "--out",
+    "--stats",
+    "--stats-json",
+    "--summary-json",
+    "--latency-log",
+];
+
 /// Plays from a remote `audiowire send` at `addr` for `seconds` (then stops the player as
 /// Ctrl-C would) and reports what the player measured. The player corrects the sender's clock
-/// with Ping/Pong, so the latency is end to end across the two machines.
-pub fn run_remote(runner: &Runner, addr: &str, transport: Transport, seconds: f64) -> RemoteResult {
+/// with Ping/Pong, so the latency is end to end across the two machines. `play_args` go to the
+/// player after the bench's own options (none of [`REMOTE_PLAYER_OWN`]).
+pub fn run_remote(
+    runner: &Runner,
+    addr: &str,
+    transport: Transport,
+    seconds: f64,
+    play_args: &[String],
+) -> RemoteResult {
     let fail = |e: String| RemoteResult {
         transport,
+        play_args: play_args.to_vec(),
         summary: None,
         latency: None,
+        underruns: 0,
+        underruns_after_2s: 0,
+        lost: 0,
+        recovered: 0,
+        concealed: 0,
         cpu_player: None,
         trace: Vec::new(),
         error: Some(e),
@@ -609,8 +646,9 @@ pub fn run_remote(runner: &Runner, addr: &str, transport: Transport, seconds: f6
             "--out",
         ])
         .arg(runner.work.join(format!("remote-{}.wav", transport.name())))
-        .args(["--summary-json", "--latency-log"])
+        .args(["--stats-json", "--summary-json", "--latency-log"])
         .arg(&trace_path)
+        .args(play_args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
@@ -646,9 +684,16 @@ pub fn run_remote(runner: &Runner, addr: &str, transport: Transport, seconds: f6
         return fail(format!("the player gave no summary: {}", said.join(" / ")));
     };
     let audio_s = s.get("seconds").and_then(Value::as_f64).unwrap_or(0.0);
+    let underruns = u(&s, "underruns");
     RemoteResult {
         transport,
+        play_args: play_args.to_vec(),
         latency: summary_latency(&s),
+        underruns,
+        underruns_after_2s: underruns_after(&out.stats, underruns, 2.0),
+        lost: u(&s, "lost"),
+        recovered: u(&s, "recovered"),
+        concealed: u(&s, "concealed"),
         cpu_player: stat
             .filter(|_| audio_s > 0.0)
             .map(|p| p.seconds() / audio_s),

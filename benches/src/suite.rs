@@ -29,6 +29,9 @@ pub struct Options {
     pub remote: Option<String>,
     /// With `remote`: the transports to try (the remote serves each on the same port).
     pub transports: Vec<Transport>,
+    /// With `remote`: options for the player beyond the bench's own (none of
+    /// [`run::REMOTE_PLAYER_OWN`]).
+    pub play_args: Vec<String>,
     /// The real-time priority given to the sender and player (`--rt-priority`); `None`: each
     /// runs at its own default.
     pub rt_priority: Option<u8>,
@@ -88,10 +91,15 @@ pub fn run(
                 break;
             }
             log(&format!(
-                "playing from {addr} over {} for {seconds} s",
-                t.name()
+                "playing from {addr} over {} for {seconds} s{}",
+                t.name(),
+                if options.play_args.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with {}", options.play_args.join(" "))
+                }
             ));
-            let r = run::run_remote(&runner, addr, t, seconds);
+            let r = run::run_remote(&runner, addr, t, seconds, &options.play_args);
             log(&match (&r.error, r.latency) {
                 (Some(e), _) => format!("  failed: {e}"),
                 (None, Some(l)) => format!(

@@ -38,6 +38,47 @@ pub struct BenchArgs {
     /// on the same port).
     #[arg(long, value_enum, requires = "remote")]
     transport: Option<TransportArg>,
+    /// With --remote, after `--`: options for the player, as `audiowire play` takes them
+    /// (e.g. `-- --latency 20ms --fec-hold`). The bench sets the player's --transport, --late,
+    /// --out and its stats and logs itself.
+    #[arg(last = true, requires = "remote", value_name = "PLAY_OPTIONS")]
+    play: Vec<String>,
+}
+
+impl BenchArgs {
+    /// The player options after `--`, to be checked with `play`'s own parser before a run.
+    pub fn play_options(&self) -> &[String] {
+        &self.play
+    }
+}
+
+/// Checks `bench --remote`'s player options before anything starts: none the bench sets
+/// itself, and every one `audiowire play` takes (`parse` runs play's parser on
+/// `audiowire play HOST:PORT OPTIONS...`).
+pub fn check_play_options(
+    options: &[String],
+    parse: impl FnOnce(Vec<String>) -> std::result::Result<(), clap::Error>,
+) -> Result<()> {
+    for o in options {
+        let name = o.split_once('=').map_or(o.as_str(), |(n, _)| n);
+        if audiowire_bench::run::REMOTE_PLAYER_OWN.contains(&name) {
+            anyhow::bail!(
+                "`bench --remote` sets the player's {name} itself: leave it out of the options after `--`"
+            );
+        }
+    }
+    let argv = ["audiowire", "play", "HOST:PORT"]
+        .into_iter()
+        .map(String::from)
+        .chain(options.iter().cloned())
+        .collect();
+    parse(argv).map_err(|e| {
+        let said = e.to_string();
+        let first = said.lines().next().unwrap_or("").trim_start_matches("error: ");
+        anyhow::anyhow!(
+            "the player options after `--` are not ones `audiowire play` takes: {first} (see `audiowire play --help`)"
+        )
+    })
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -67,6 +108,7 @@ pub fn run(args: &BenchArgs, rt_priority: Option<u8>, shutdown: &AtomicBool) -> 
         out: args.out.clone(),
         remote: args.remote.clone(),
         transports,
+        play_args: args.play.clone(),
         rt_priority,
         probe_priority: audiowire_transport::realtime::priority(),
         rt_granted: audiowire_transport::realtime::granted(),
@@ -74,7 +116,13 @@ pub fn run(args: &BenchArgs, rt_priority: Option<u8>, shutdown: &AtomicBool) -> 
     let stop = || shutdown.load(Ordering::Relaxed);
     let written = audiowire_bench::run(&options, &mut |line| eprintln!("{line}"), &stop)?;
     let mut out = std::io::stdout().lock();
-    for c in written.report.checks() {
+    // The targets are the local matrix's; a remote run measures none of them.
+    let checks = if written.report.remote.is_empty() {
+        written.report.checks()
+    } else {
+        Vec::new()
+    };
+    for c in checks {
         writeln!(
             out,
             "{}: {} — {}",

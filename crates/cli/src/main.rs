@@ -578,7 +578,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo { out } => demo::run(out, &shutdown),
         Command::Tools(cmd) => tools::run(cmd, &shutdown),
         Command::Netsim(args) => netsim::run(&args, &shutdown),
-        Command::Bench(args) => bench::run(&args, rt_asked, &shutdown),
+        Command::Bench(args) => {
+            bench::check_play_options(args.play_options(), |argv| {
+                Cli::try_parse_from(argv).map(drop)
+            })?;
+            bench::run(&args, rt_asked, &shutdown)
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! What the benches read from the real binary: `play --summary-json` and `--latency-log`, and
-//! `audiowire bench` itself on one short run over loopback.
+//! `audiowire bench` itself on one short run over loopback, and against a "remote" sender.
 #![allow(
     clippy::unwrap_used,
     reason = "test code: a panic is the failure report"
@@ -100,4 +100,96 @@ fn bench_runs_one_cell_and_writes_its_results() {
         "{md}"
     );
     assert!(dir.join("latency-quick-time.svg").exists());
+}
+
+#[test]
+fn bench_remote_plays_from_a_running_sender_with_the_players_options() {
+    let src = clip("clicks-48k-s16-mono.wav");
+    let sender = Sender::start(&src, &["--transport", "udp", "--loop"]);
+    let tmp = tmpdir("bench-remote");
+    let dir = tmp.path();
+    let res = run(
+        &[
+            "bench",
+            "--remote",
+            &sender.addr,
+            "--transport",
+            "udp",
+            "--seconds",
+            "3",
+            "--out",
+            dir.to_str().unwrap(),
+            "--",
+            "--latency",
+            "40ms",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(res.status.success(), "{}", text(&res.stderr));
+    // The local matrix's targets are not printed for a remote run.
+    let stdout = text(&res.stdout);
+    assert!(!stdout.contains("not measured"), "{stdout}");
+    assert!(stdout.contains("latency-remote.json"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("latency-remote.json")).unwrap())
+            .unwrap();
+    assert_eq!(v["mode"], "remote");
+    assert_eq!(v["cells"].as_array().unwrap().len(), 0, "{v}");
+    let remote = v["remote"].as_array().unwrap();
+    assert_eq!(remote.len(), 1, "{v}");
+    let r = &remote[0];
+    assert_eq!(r["transport"], "udp");
+    assert!(r["error"].is_null(), "{r}");
+    assert_eq!(r["play_args"], serde_json::json!(["--latency", "40ms"]));
+    // Stopped after 3 s as Ctrl-C would: about 3 s of 10 ms frames, each with its latency.
+    let s = &r["summary"];
+    let seconds = s["seconds"].as_f64().unwrap();
+    assert!((2.0..=3.5).contains(&seconds), "{s}");
+    assert_eq!(r["latency_ms"]["count"], s["received"], "{r}");
+    assert!(s["received"].as_u64().unwrap() >= 200, "{s}");
+    // The player's pinned 40 ms, not the adaptive default's 10 ms.
+    assert_eq!(s["target_ms"].as_f64().unwrap(), 40.0, "{s}");
+    let p50 = r["latency_ms"]["p50"].as_f64().unwrap();
+    assert!((39.0..50.0).contains(&p50), "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    let md = std::fs::read_to_string(dir.join("latency-remote.md")).unwrap();
+    assert!(
+        md.contains("| udp | remote | | your network | `--latency 40ms` | "),
+        "{md}"
+    );
+    assert!(dir.join("latency-remote-cdf.svg").exists());
+}
+
+#[test]
+fn bench_remote_refuses_player_options_it_sets_or_play_does_not_take() {
+    let tmp = tmpdir("bench-remote-options");
+    let out = tmp.path().to_str().unwrap();
+    for (options, said) in [
+        (
+            &["--out", "x.wav"][..],
+            "audiowire: `bench --remote` sets the player's --out itself: leave it out of the options after `--`",
+        ),
+        (
+            &["--summary-json"][..],
+            "audiowire: `bench --remote` sets the player's --summary-json itself: leave it out of the options after `--`",
+        ),
+        (
+            &["--latency", "lots"][..],
+            "audiowire: the player options after `--` are not ones `audiowire play` takes: invalid value 'lots' for '--latency <LATENCY>'",
+        ),
+        (
+            &["--bogus"][..],
+            "audiowire: the player options after `--` are not ones `audiowire play` takes: unexpected argument '--bogus' found (see `audiowire play --help`)",
+        ),
+    ] {
+        // Port 9 (discard): nothing is ever asked of it, the options are refused first.
+        let mut args = vec!["bench", "--remote", "127.0.0.1:9", "--out", out, "--"];
+        args.extend_from_slice(options);
+        let res = run(&args, Duration::from_secs(10));
+        assert_eq!(res.status.code(), Some(1), "{options:?}");
+        let err = text(&res.stderr);
+        assert!(err.starts_with(said), "{options:?}: {err}");
+        // Refused before anything ran: no results written.
+        assert!(!tmp.path().join("latency-remote.json").exists());
+    }
 }
