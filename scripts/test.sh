@@ -12,9 +12,9 @@ export CARGO_INCREMENTAL=0
 # The build and the tests need about 2.5 GB of disk (a fresh clone's run peaked at 1.6 GB:
 # target/ 1.1, fuzz/target 0.5; cargo's registry 0.6 GB more, and the packages). Say so at
 # the start rather than as a compiler's I/O error.
-free_mb=$(df -Pm . | awk 'NR == 2 { print $4 }')
-if [ "${free_mb:-0}" -lt 2500 ]; then
-    echo "warning: only ${free_mb} MB free on $(df -P . | awk 'NR == 2 { print $6 }'); the build and tests need about 2 500 MB (free some, or point CARGO_TARGET_DIR elsewhere)" >&2
+free_mb=$(df -Pm "${CARGO_TARGET_DIR:-.}" 2>/dev/null | awk 'NR == 2 { print $4 }') || true
+if [ -n "$free_mb" ] && [ "$free_mb" -lt 2500 ]; then
+    echo "warning: only ${free_mb} MB free for the build; the build and tests need about 2 500 MB (free some, or point CARGO_TARGET_DIR at a roomier disk)" >&2
 fi
 need_packages "${BUILD_PACKAGES[@]}" pulseaudio pulseaudio-utils libasound2-plugins alsa-utils \
     "${CODEC_TEST_PACKAGES[@]}"

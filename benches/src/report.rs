@@ -248,16 +248,18 @@ impl Report {
             .remote
             .iter()
             .map(|r| {
+                // A failed run counted nothing: its counts are null, not 0.
+                let count = |n: u64| r.error.is_none().then_some(n);
                 json!({
                     "transport": r.transport.name(),
                     "play_args": r.play_args,
                     "error": r.error,
                     "latency_ms": lat_json(r.latency),
-                    "underruns": r.underruns,
-                    "underruns_after_2s": r.underruns_after_2s,
-                    "lost": r.lost,
-                    "recovered": r.recovered,
-                    "concealed": r.concealed,
+                    "underruns": count(r.underruns),
+                    "underruns_after_2s": count(r.underruns_after_2s),
+                    "lost": count(r.lost),
+                    "recovered": count(r.recovered),
+                    "concealed": count(r.concealed),
                     "cpu_per_audio_s": {"player": r.cpu_player},
                     "summary": r.summary,
                 })
@@ -337,7 +339,11 @@ impl Report {
             let player = if r.play_args.is_empty() {
                 "default".to_string()
             } else {
-                format!("`{}`", r.play_args.join(" ").replace('|', "/"))
+                let words: Vec<String> = r.play_args.iter().map(|a| shell_word(a)).collect();
+                format!(
+                    "`{}`",
+                    words.join(" ").replace('`', "'").replace('|', "\\|")
+                )
             };
             if let Some(e) = &r.error {
                 let _ = writeln!(
@@ -376,6 +382,11 @@ impl Report {
     /// The issue's end-to-end targets, checked against this run.
     pub fn checks(&self) -> Vec<Check> {
         let mut out = Vec::new();
+        // The targets are the local matrix's: a remote run (or one stopped before its first
+        // cell) measured none of them.
+        if self.cells.is_empty() {
+            return out;
+        }
         // Clean loopback, UDP, 1 ms frames, lowest setting.
         let loopback = self.ok().find(|r| {
             r.cell.transport == Transport::Udp
@@ -570,6 +581,18 @@ impl Report {
     }
 }
 
+/// An argument as a shell would need it written: as it is when plain, else in single quotes.
+fn shell_word(a: &str) -> String {
+    let plain = !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.,:/=+@%".contains(c));
+    if plain {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', r"'\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]
@@ -714,7 +737,12 @@ mod tests {
     fn a_remote_run_is_a_row_with_the_players_options_or_why_it_failed() {
         let ok = RemoteResult {
             transport: Transport::Udp,
-            play_args: vec!["--latency".into(), "40ms".into()],
+            play_args: vec![
+                "--latency".into(),
+                "40ms".into(),
+                "--device".into(),
+                "USB Audio | 2".into(),
+            ],
             summary: Some(serde_json::json!({"seconds": 3.04})),
             latency: Some(Distribution {
                 count: 300,
@@ -753,12 +781,12 @@ mod tests {
         assert_eq!(
             rows,
             [
-                "| udp | remote | | your network | `--latency 40ms` | 3.0 s | 40.3 | 40.6 | 41.2 | 44.0 | 3 (1) | 4 (2) / 5 | – | 0.0123 |",
+                r"| udp | remote | | your network | `--latency 40ms --device 'USB Audio \| 2'` | 3.0 s | 40.3 | 40.6 | 41.2 | 44.0 | 3 (1) | 4 (2) / 5 | – | 0.0123 |",
                 "| tcp | remote | | your network | default | failed: the player gave no summary: connection refused / retrying |||||||||",
             ]
         );
-        // Every row has the header's 14 columns.
-        let cols = |r: &str| r.matches('|').count();
+        // Every row has the header's 14 columns (an escaped `\|` is none).
+        let cols = |r: &str| r.matches('|').count() - r.matches(r"\|").count();
         assert!(table.lines().all(|r| cols(r) == 15), "{table}");
         let j = report.to_json();
         assert_eq!(j["remote"][0]["play_args"][1], "40ms");
@@ -767,5 +795,9 @@ mod tests {
             j["remote"][1]["error"],
             "the player gave no summary: connection refused | retrying"
         );
+        assert!(j["remote"][1]["lost"].is_null());
+        // No local cell, no local targets.
+        assert!(report.checks().is_empty());
+        assert_eq!(j["targets"], serde_json::json!([]));
     }
 }

@@ -6,6 +6,7 @@
 //! still running 30 s after its audio should have ended, is killed and the cell recorded as
 //! failed.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -598,15 +599,41 @@ pub struct RemoteResult {
 
 /// What the bench itself sets on the remote run's player: options a user may not add after
 /// `--` (each is either the bench's way of measuring or would clash with it).
-pub const REMOTE_PLAYER_OWN: [&str; 7] = [
+pub const REMOTE_PLAYER_OWN: [&str; 6] = [
     "--transport",
     "--late",
     "--out",
-    "--stats",
     "--stats-json",
     "--summary-json",
     "--latency-log",
 ];
+
+/// The remote run's player command after the binary: `play ADDR` and the bench's own options
+/// ([`REMOTE_PLAYER_OWN`]), recording to `wav` and logging latency to `trace`; the user's
+/// options go after these.
+pub fn remote_play_args(
+    addr: &str,
+    transport: Transport,
+    wav: &Path,
+    trace: &Path,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "play",
+        addr,
+        "--transport",
+        transport.name(),
+        "--late",
+        "conceal",
+        "--out",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    args.push(wav.into());
+    args.extend(["--stats-json", "--summary-json", "--latency-log"].map(OsString::from));
+    args.push(trace.into());
+    args
+}
 
 /// Plays from a remote `audiowire send` at `addr` for `seconds` (then stops the player as
 /// Ctrl-C would) and reports what the player measured. The player corrects the sender's clock
@@ -634,20 +661,10 @@ pub fn run_remote(
         error: Some(e),
     };
     let trace_path = runner.work.join(format!("remote-{}.csv", transport.name()));
+    let wav = runner.work.join(format!("remote-{}.wav", transport.name()));
     let spawned = runner
         .command()
-        .args([
-            "play",
-            addr,
-            "--transport",
-            transport.name(),
-            "--late",
-            "conceal",
-            "--out",
-        ])
-        .arg(runner.work.join(format!("remote-{}.wav", transport.name())))
-        .args(["--stats-json", "--summary-json", "--latency-log"])
-        .arg(&trace_path)
+        .args(remote_play_args(addr, transport, &wav, &trace_path))
         .args(play_args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

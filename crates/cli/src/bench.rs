@@ -1,6 +1,7 @@
 //! `audiowire bench`: the end-to-end latency bench (the `audiowire-bench` crate) run with this
 //! very binary as sender and player, and `play --latency-log`'s file.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,30 +54,55 @@ impl BenchArgs {
 }
 
 /// Checks `bench --remote`'s player options before anything starts: none the bench sets
-/// itself, and every one `audiowire play` takes (`parse` runs play's parser on
-/// `audiowire play HOST:PORT OPTIONS...`).
+/// itself, and the whole player command it will run parses (`parse` runs the binary's own
+/// parser on `audiowire play HOST:PORT ...`, the bench's options and then these).
 pub fn check_play_options(
     options: &[String],
-    parse: impl FnOnce(Vec<String>) -> std::result::Result<(), clap::Error>,
+    parse: impl FnOnce(Vec<OsString>) -> std::result::Result<(), clap::Error>,
 ) -> Result<()> {
     for o in options {
         let name = o.split_once('=').map_or(o.as_str(), |(n, _)| n);
-        if audiowire_bench::run::REMOTE_PLAYER_OWN.contains(&name) {
-            anyhow::bail!(
+        match name {
+            "--transport" | "--rt-priority" => anyhow::bail!(
+                "{name} is the bench's, not the player's: give it before `--` (`audiowire bench --remote HOST:PORT {name} ...`)"
+            ),
+            "--stats" => anyhow::bail!(
+                "`bench --remote` reads the player's --stats-json lines, which --stats (a status line) cannot go with: leave it out of the options after `--`"
+            ),
+            _ if audiowire_bench::run::REMOTE_PLAYER_OWN.contains(&name) => anyhow::bail!(
                 "`bench --remote` sets the player's {name} itself: leave it out of the options after `--`"
-            );
+            ),
+            _ => {}
         }
     }
-    let argv = ["audiowire", "play", "HOST:PORT"]
-        .into_iter()
-        .map(String::from)
-        .chain(options.iter().cloned())
-        .collect();
+    let mut argv: Vec<OsString> = vec!["audiowire".into()];
+    argv.extend(audiowire_bench::run::remote_play_args(
+        "HOST:PORT",
+        audiowire_bench::Transport::Udp,
+        Path::new("remote.wav"),
+        Path::new("remote.csv"),
+    ));
+    argv.extend(options.iter().map(OsString::from));
     parse(argv).map_err(|e| {
+        use clap::error::ErrorKind;
+        if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            return anyhow::anyhow!(
+                "help and version are not player options: see `audiowire play --help` for those that go after `--`"
+            );
+        }
+        // clap's message on one line, without its usage and its tips (which are about the
+        // command line as a whole, not these options).
         let said = e.to_string();
-        let first = said.lines().next().unwrap_or("").trim_start_matches("error: ");
+        let message: Vec<&str> = said
+            .lines()
+            .take_while(|l| !l.starts_with("Usage:"))
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+            .collect();
+        let message = message.join(" ");
         anyhow::anyhow!(
-            "the player options after `--` are not ones `audiowire play` takes: {first} (see `audiowire play --help`)"
+            "the player options after `--` are not ones `audiowire play` takes: {} (see `audiowire play --help`)",
+            message.trim_start_matches("error: ")
         )
     })
 }
@@ -116,13 +142,8 @@ pub fn run(args: &BenchArgs, rt_priority: Option<u8>, shutdown: &AtomicBool) -> 
     let stop = || shutdown.load(Ordering::Relaxed);
     let written = audiowire_bench::run(&options, &mut |line| eprintln!("{line}"), &stop)?;
     let mut out = std::io::stdout().lock();
-    // The targets are the local matrix's; a remote run measures none of them.
-    let checks = if written.report.remote.is_empty() {
-        written.report.checks()
-    } else {
-        Vec::new()
-    };
-    for c in checks {
+    // The targets (none for a remote run: they are the local matrix's).
+    for c in written.report.checks() {
         writeln!(
             out,
             "{}: {} — {}",
