@@ -9,8 +9,6 @@
 //! then a plain PI loop (no dead band, so no limit cycle) runs until the error is within
 //! `sleep_band` and the learned drift is negligible, when it goes idle again. A stream with
 //! nothing to correct is therefore never resampled, and one with drift is corrected steadily.
-//! For its first seconds it only watches, to learn the stream's structural offset, unless the
-//! level is more than a frame over the target.
 
 /// Tuning of the controller.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,10 +25,10 @@ pub struct ControllerConfig {
     pub sleep_band: f64,
     /// Largest deviation of the ratio from 1.
     pub max_deviation: f64,
-    /// Seconds to observe before steering (but see `early_after`): the wait a stream settles
-    /// at when it starts (a frame more or less than the target, depending on how its first
-    /// frames arrived) becomes the reference, so a stream with nothing else to correct is not
-    /// resampled for that structural offset. Once the controller wakes for anything else, it steers to the
+    /// Seconds to observe before steering: the wait a stream settles at when it starts (a
+    /// frame more or less than the target, depending on how its first frames arrived) becomes
+    /// the reference, so a stream with nothing else to correct is not resampled for that
+    /// structural offset. Once the controller wakes for anything else, it steers to the
     /// target itself (the resampler runs by then in any case).
     pub calibration: f64,
     /// The largest offset calibration accepts as structural (a frame and a little); a larger
@@ -39,11 +37,6 @@ pub struct ControllerConfig {
     /// Nor more than this fraction of the target: at a low target every millisecond of offset
     /// is latency worth resampling away.
     pub max_offset_fraction: f64,
-    /// From this many seconds on (the level's filter has had one time constant), a surplus
-    /// over the target of more than `max_offset` ends the calibration early and is steered
-    /// away: no structural offset is that large; stalls at the start (each adds up to a frame)
-    /// or a target that fell leave it, and it would otherwise sit out the whole calibration.
-    pub early_after: f64,
     /// Error (seconds) beyond which nothing is integrated: a larger error is a step (a target
     /// change, a start-up surplus, a stall), which the proportional term corrects, not drift.
     /// Drift alone leaves the proportional term an error of drift / kp: 1.7 ms at 500 ppm, so
@@ -70,7 +63,6 @@ impl Default for ControllerConfig {
             calibration: 5.0,
             max_offset: 0.012,
             max_offset_fraction: 0.25,
-            early_after: 1.0,
             integrate_band: 0.003,
             integrate_slope: 0.5,
         }
@@ -155,13 +147,6 @@ impl Controller {
                     .max_offset
                     .min(self.config.max_offset_fraction * target);
                 *self.offset.insert((filtered - target).clamp(-max, max))
-            }
-            // More than a frame and a little over the target is no structural offset but
-            // stalls at the start: steer it away now, not after the calibration.
-            None if now - first >= self.config.early_after
-                && filtered - target > self.config.max_offset =>
-            {
-                *self.offset.insert(0.0)
             }
             None => return self.ratio,
         };
@@ -295,38 +280,5 @@ mod tests {
         assert!((level - 0.050).abs() < 0.0005, "settled at {level}");
         assert!(lowest > 0.050 - 0.002, "overshot to {lowest}");
         assert!(c.drift_ppm().abs() < 50.0, "learned {} ppm", c.drift_ppm());
-    }
-
-    /// Two stalls at the start left the level 30 ms over a 20 ms target (20 ms Opus frames on
-    /// the Wi-Fi profile do this): more than a frame and a little is no structural offset, so
-    /// the controller drains it from its first second instead of after the 5 s calibration. A
-    /// surplus within that (8 ms) is still only watched for the 5 s (then steered away, as
-    /// over a quarter of the target).
-    #[test]
-    fn a_surplus_of_more_than_a_frame_is_drained_from_the_first_second() {
-        let config = ControllerConfig {
-            max_offset: 0.022,
-            ..ControllerConfig::default()
-        };
-        let mut c = Controller::new(config);
-        let mut level = 0.050;
-        let mut first_steer = None;
-        for i in 0..2000 {
-            let now = f64::from(i) * 0.01;
-            let r = c.update(now, level, 0.020);
-            if r < 1.0 && first_steer.is_none() {
-                first_steer = Some(now);
-            }
-            level -= (1.0 - r) * 0.010;
-        }
-        let first = first_steer.unwrap_or(f64::NAN);
-        assert!((1.0..1.1).contains(&first), "steered from {first} s");
-        assert!((level - 0.020).abs() < 0.0005, "settled at {level}");
-
-        let mut c = Controller::new(config);
-        for i in 0..500 {
-            assert_eq!(c.update(f64::from(i) * 0.01, 0.028, 0.020), 1.0, "at {i}");
-        }
-        assert!(c.update(5.0, 0.028, 0.020) < 1.0);
     }
 }
