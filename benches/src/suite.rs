@@ -103,8 +103,16 @@ pub fn run(
             log(&match (&r.error, r.latency) {
                 (Some(e), _) => format!("  failed: {e}"),
                 (None, Some(l)) => format!(
-                    "  latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-                    l.p50, l.p99, l.max
+                    "  latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} underruns ({} after 2 s), {} lost ({} by FEC), {} concealed; CPU play {:.4}",
+                    l.p50,
+                    l.p99,
+                    l.max,
+                    r.underruns,
+                    r.underruns_after_2s,
+                    r.lost,
+                    r.recovered,
+                    r.concealed,
+                    r.cpu_player.unwrap_or(f64::NAN)
                 ),
                 (None, None) => "  no latency measured".into(),
             });

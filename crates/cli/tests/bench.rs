@@ -126,6 +126,17 @@ fn bench_remote_plays_from_a_running_sender_with_the_players_options() {
         Duration::from_secs(60),
     );
     assert!(res.status.success(), "{}", text(&res.stderr));
+    // The run's line says what the player counted, as a local cell's does.
+    let stderr = text(&res.stderr);
+    assert!(
+        stderr.contains("playing from 127.0.0.1:")
+            && stderr.contains(" over udp for 3 s with --latency 40ms"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(" underruns (") && stderr.contains(" by FEC), "),
+        "{stderr}"
+    );
     // The local matrix's targets are not printed for a remote run.
     let stdout = text(&res.stdout);
     assert!(!stdout.contains("not measured"), "{stdout}");
