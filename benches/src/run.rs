@@ -597,20 +597,10 @@ pub struct RemoteResult {
     pub error: Option<String>,
 }
 
-/// What the bench itself sets on the remote run's player: options a user may not add after
-/// `--` (each is either the bench's way of measuring or would clash with it).
-pub const REMOTE_PLAYER_OWN: [&str; 6] = [
-    "--transport",
-    "--late",
-    "--out",
-    "--stats-json",
-    "--summary-json",
-    "--latency-log",
-];
-
-/// The remote run's player command after the binary: `play ADDR` and the bench's own options
-/// ([`REMOTE_PLAYER_OWN`]), recording to `wav` and logging latency to `trace`; the user's
-/// options go after these.
+/// The remote run's player command after the binary: `play ADDR` and the bench's own options,
+/// recording to `wav` and logging latency to `trace`; the user's options go after these and
+/// may not repeat any of the bench's (each is the bench's way of measuring or would clash
+/// with it).
 pub fn remote_play_args(
     addr: &str,
     transport: Transport,
@@ -638,7 +628,7 @@ pub fn remote_play_args(
 /// Plays from a remote `audiowire send` at `addr` for `seconds` (then stops the player as
 /// Ctrl-C would) and reports what the player measured. The player corrects the sender's clock
 /// with Ping/Pong, so the latency is end to end across the two machines. `play_args` go to the
-/// player after the bench's own options (none of [`REMOTE_PLAYER_OWN`]).
+/// player after the bench's own options (none of [`remote_play_args`]' options).
 pub fn run_remote(
     runner: &Runner,
     addr: &str,

@@ -30,7 +30,7 @@ pub struct Options {
     /// With `remote`: the transports to try (the remote serves each on the same port).
     pub transports: Vec<Transport>,
     /// With `remote`: options for the player beyond the bench's own (none of
-    /// [`run::REMOTE_PLAYER_OWN`]).
+    /// [`run::remote_play_args`]' options).
     pub play_args: Vec<String>,
     /// The real-time priority given to the sender and player (`--rt-priority`); `None`: each
     /// runs at its own default.
@@ -57,6 +57,25 @@ pub struct Written {
 fn file_name(p: &Path) -> String {
     p.file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
+/// The line logged after a run (a local cell or a remote sender): its latency and what the
+/// player counted (`[underruns, after 2 s, lost, by FEC, concealed]`) and `cpu`, or why it
+/// failed.
+fn outcome_line(
+    error: Option<&str>,
+    latency: Option<crate::stats::Distribution>,
+    [underruns, after_2s, lost, recovered, concealed]: [u64; 5],
+    cpu: &str,
+) -> String {
+    match (error, latency) {
+        (Some(e), _) => format!("  failed: {e}"),
+        (None, Some(l)) => format!(
+            "  latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {underruns} underruns ({after_2s} after 2 s), {lost} lost ({recovered} by FEC), {concealed} concealed; CPU {cpu}",
+            l.p50, l.p99, l.max
+        ),
+        (None, None) => "  no latency measured".into(),
+    }
 }
 
 /// Runs the bench and writes its results; `log` gets a line per cell, and `stop()` (Ctrl-C)
@@ -100,22 +119,18 @@ pub fn run(
                 }
             ));
             let r = run::run_remote(&runner, addr, t, seconds, &options.play_args);
-            log(&match (&r.error, r.latency) {
-                (Some(e), _) => format!("  failed: {e}"),
-                (None, Some(l)) => format!(
-                    "  latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} underruns ({} after 2 s), {} lost ({} by FEC), {} concealed; CPU play {:.4}",
-                    l.p50,
-                    l.p99,
-                    l.max,
+            log(&outcome_line(
+                r.error.as_deref(),
+                r.latency,
+                [
                     r.underruns,
                     r.underruns_after_2s,
                     r.lost,
                     r.recovered,
                     r.concealed,
-                    r.cpu_player.unwrap_or(f64::NAN)
-                ),
-                (None, None) => "  no latency measured".into(),
-            });
+                ],
+                &format!("play {:.4}", r.cpu_player.unwrap_or(f64::NAN)),
+            ));
             remote.push(r);
         }
     } else {
@@ -138,23 +153,22 @@ pub fn run(
             let mark = probe.mark();
             let mut r = runner.run_cell(cell);
             r.wakeups = probe.since(mark);
-            log(&match (&r.error, r.latency) {
-                (Some(e), _) => format!("  failed: {e}"),
-                (None, Some(l)) => format!(
-                    "  latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} underruns ({} after 2 s), {} lost ({} by FEC), {} concealed; CPU send {:.4}, play {:.4}",
-                    l.p50,
-                    l.p99,
-                    l.max,
+            log(&outcome_line(
+                r.error.as_deref(),
+                r.latency,
+                [
                     r.underruns,
                     r.underruns_after_2s,
                     r.lost,
                     r.recovered,
                     r.concealed,
+                ],
+                &format!(
+                    "send {:.4}, play {:.4}",
                     r.cpu_sender.unwrap_or(f64::NAN),
                     r.cpu_player.unwrap_or(f64::NAN)
                 ),
-                (None, None) => "  no latency measured".into(),
-            });
+            ));
             cells.push(r);
         }
     }

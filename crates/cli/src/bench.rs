@@ -60,6 +60,14 @@ pub fn check_play_options(
     options: &[String],
     parse: impl FnOnce(Vec<OsString>) -> std::result::Result<(), clap::Error>,
 ) -> Result<()> {
+    let mut argv: Vec<OsString> = vec!["audiowire".into()];
+    argv.extend(audiowire_bench::run::remote_play_args(
+        "HOST:PORT",
+        audiowire_bench::Transport::Udp,
+        Path::new("remote.wav"),
+        Path::new("remote.csv"),
+    ));
+    let bench_sets = |name: &str| argv.iter().any(|a| a.to_str() == Some(name));
     for o in options {
         let name = o.split_once('=').map_or(o.as_str(), |(n, _)| n);
         match name {
@@ -69,19 +77,12 @@ pub fn check_play_options(
             "--stats" => anyhow::bail!(
                 "`bench --remote` reads the player's --stats-json lines, which --stats (a status line) cannot go with: leave it out of the options after `--`"
             ),
-            _ if audiowire_bench::run::REMOTE_PLAYER_OWN.contains(&name) => anyhow::bail!(
+            _ if name.starts_with("--") && bench_sets(name) => anyhow::bail!(
                 "`bench --remote` sets the player's {name} itself: leave it out of the options after `--`"
             ),
             _ => {}
         }
     }
-    let mut argv: Vec<OsString> = vec!["audiowire".into()];
-    argv.extend(audiowire_bench::run::remote_play_args(
-        "HOST:PORT",
-        audiowire_bench::Transport::Udp,
-        Path::new("remote.wav"),
-        Path::new("remote.csv"),
-    ));
     argv.extend(options.iter().map(OsString::from));
     parse(argv).map_err(|e| {
         use clap::error::ErrorKind;
