@@ -169,15 +169,6 @@ fn every_opus_frame_size_works() {
     }
 }
 
-/// The number before `word` in `text` (e.g. "7 lost").
-fn count_before(text: &str, word: &str) -> u64 {
-    let words: Vec<&str> = text.split([' ', ',']).filter(|w| !w.is_empty()).collect();
-    words
-        .windows(2)
-        .find(|w| w[1] == word)
-        .map_or(0, |w| w[0].parse().unwrap())
-}
-
 /// A UDP sender of `clip` as Opus at 64 kbit/s (FEC for the loss its players report), behind
 /// the network simulator losing 10 % of the packets each way at random (seed 4); the relay's
 /// address to play from. Keep the sender until the player is done.

@@ -20,15 +20,6 @@ use common::*;
 /// Sample frames per UDP frame for 48 kHz stereo s16 in 1400-byte datagrams.
 const SPF: usize = 341;
 
-/// The number before `word` in `text` (e.g. "7 lost").
-fn count_before(text: &str, word: &str) -> u64 {
-    let words: Vec<&str> = text.split([' ', ',']).filter(|w| !w.is_empty()).collect();
-    words
-        .windows(2)
-        .find(|w| w[1] == word)
-        .map_or(0, |w| w[0].parse().unwrap())
-}
-
 #[test]
 fn loss_and_jitter_through_netsim_conceal_exactly_the_lost_frames() {
     let src = clip("sweep-48k-s16-stereo.wav");

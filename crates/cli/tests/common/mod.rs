@@ -144,6 +144,17 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The count before `word` in a player's summary (e.g. 7 in "7 lost"), 0 where it has none.
+/// Only a number counts: the summary says "woke the player 2 ms or more late 3×" before its
+/// "N late" when the machine held the player up.
+pub fn count_before(text: &str, word: &str) -> u64 {
+    let words: Vec<&str> = text.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    words
+        .windows(2)
+        .find_map(|w| (w[1] == word).then(|| w[0].parse().ok()).flatten())
+        .unwrap_or(0)
+}
+
 /// Sends a signal to a child with kill(1).
 pub fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
