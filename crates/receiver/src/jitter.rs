@@ -6,8 +6,10 @@
 //!   later frames are already here is declared lost and *concealed* (so the stream keeps its
 //!   length and timing). When nothing at all is buffered the buffer *stalls*: it hands out a
 //!   frame of concealment without advancing, which raises the latency at once (the stream is not
-//!   skipped); stalls are counted as underruns. Until the buffer first holds its target, `pop`
-//!   waits.
+//!   skipped); stalls are counted as underruns. A stall raises the level by one frame however
+//!   long it lasts: when the frames it waited for turn out lost (a later one comes first), the
+//!   turns its further fills took are theirs, so they go to a recording but not to the output.
+//!   Until the buffer first holds its target, `pop` waits.
 //! - The target delay adapts to the network: it is a high quantile of the frames' relative
 //!   transit delay over a sliding window (as WebRTC's NetEQ and roc do), rises at once when the
 //!   network gets worse and falls slowly when it calms, within `[min, max]`.
@@ -123,6 +125,12 @@ pub enum Popped {
         concealed: bool,
         /// True when rebuilt in place of a lost frame from the next frame's FEC data.
         recovered: bool,
+        /// True when the output already played a stall's fill in this frame's turn: the buffer
+        /// stalled for more than a frame waiting for it, and it then turned out lost (a later
+        /// frame came first). A recording takes it (one frame per sequence number); the output
+        /// does not, so an outage leaves the level one frame higher, as any stall does, not
+        /// higher by all it lasted.
+        stood_in: bool,
         /// When it arrived (`None` when concealed).
         arrival: Option<Duration>,
         /// The sender's timestamp, µs since the Unix epoch (`None` when concealed).
@@ -159,6 +167,10 @@ pub struct JitterBuffer {
     next_position: u64,
     started: bool,
     stalled: bool,
+    /// Stall fills handed out, beyond a stall's first, since a received frame was last handed
+    /// out: turns the output has already filled, should the frames they waited for turn out
+    /// lost (see `Popped::Frame::stood_in`).
+    fills_owed: u64,
     /// Sample frames concealed in a row with nothing buffered (see [`TargetPolicy::bridge`]).
     bridged: u64,
     /// Where playout started: the first [`BRIDGE_AFTER`] of playout stalls, never bridges.
@@ -227,6 +239,7 @@ impl JitterBuffer {
             next_position: 0,
             started: false,
             stalled: false,
+            fills_owed: 0,
             bridged: 0,
             late_at: None,
             first_position: None,
@@ -510,6 +523,7 @@ impl JitterBuffer {
         if let Some(f) = self.frames.remove(&self.next_seq) {
             let seq = self.next_seq;
             self.stalled = false;
+            self.fills_owed = 0;
             self.bridged = 0;
             self.first_position.get_or_insert(f.position);
             self.next_seq += 1;
@@ -521,6 +535,7 @@ impl JitterBuffer {
                 payload: self.decoder.decode(f.payload),
                 concealed: false,
                 recovered: false,
+                stood_in: false,
                 arrival: Some(f.arrival),
                 timestamp_us: Some(f.timestamp_us),
             };
@@ -548,6 +563,13 @@ impl JitterBuffer {
             && self.info.total_frames.is_none_or(|t| self.next_position < t);
         if successor.is_some() || self.end.is_some() || bridge {
             // A gap: this frame is lost (or so late it no longer matters). Conceal and skip.
+            // After an outage the buffer stalled through (a burst of losses), the fills beyond
+            // the stall's first already took these frames' turns at the output: they are not
+            // played again.
+            let stood_in = successor.is_some() && self.fills_owed > 0;
+            if stood_in {
+                self.fills_owed -= 1;
+            }
             let limit = successor
                 .or(self.end)
                 .or(self.info.total_frames)
@@ -588,12 +610,15 @@ impl JitterBuffer {
                 payload: made.payload,
                 concealed: !made.recovered,
                 recovered: made.recovered,
+                stood_in,
                 arrival: None,
                 timestamp_us: None,
             };
         }
         // Nothing buffered: stall, playing concealment without moving on.
-        if !self.stalled {
+        if self.stalled {
+            self.fills_owed += 1;
+        } else {
             self.stats.underruns += 1;
             self.stalled = true;
         }
@@ -886,6 +911,72 @@ mod tests {
             }
         );
         assert!(ok, "{popped:?}");
+    }
+
+    /// An outage the buffer stalls through, whose frames turn out lost (later ones come
+    /// first): the stall raises the level by one frame, as any stall does, and the turns its
+    /// further fills took are the lost frames': they are recorded but not played again. Frames
+    /// that come after a stall, however late, all play.
+    #[test]
+    fn a_stall_through_an_outage_of_lost_frames_raises_the_level_by_one_frame() {
+        let mut policy = TargetPolicy::fixed(ms(10));
+        policy.bridge = ms(20);
+        let mut jb = JitterBuffer::new(info(), policy);
+        // What reaches the output (`None`: a stall's fill) and what a recording gets.
+        let (mut out, mut rec) = (Vec::new(), Vec::new());
+        let mut pop = |jb: &mut JitterBuffer| match jb.pop() {
+            Popped::Frame {
+                sequence, stood_in, ..
+            } => {
+                rec.push(sequence);
+                if !stood_in {
+                    out.push(Some(sequence));
+                }
+            }
+            Popped::Stall { .. } => out.push(None),
+            other => panic!("{other:?}"),
+        };
+        jb.push(frame(0), ms(0));
+        pop(&mut jb);
+        // Frames 1 to 4 are lost; the buffer stalls four turns for them.
+        for _ in 0..4 {
+            pop(&mut jb);
+        }
+        // Frame 5 comes: 1 to 4 are lost. Three of their turns were filled already; one is
+        // concealed now, and 5 plays a frame later than its turn.
+        jb.push(frame(5), ms(50));
+        for _ in 0..5 {
+            pop(&mut jb);
+        }
+        // Frames 6 and 7 come late, after three fills: they all play (nothing was lost).
+        for _ in 0..3 {
+            pop(&mut jb);
+        }
+        jb.push(frame(6), ms(90));
+        jb.push(frame(7), ms(91));
+        pop(&mut jb);
+        pop(&mut jb);
+        assert_eq!(
+            out,
+            [
+                Some(0),
+                None,
+                None,
+                None,
+                None,
+                Some(4), // concealed: the one lost turn not filled
+                Some(5),
+                None,
+                None,
+                None,
+                Some(6),
+                Some(7),
+            ]
+        );
+        // The recording holds one frame per sequence number.
+        assert_eq!(rec, [0, 1, 2, 3, 4, 5, 6, 7]);
+        let s = jb.stats();
+        assert_eq!((s.lost, s.underruns, s.received), (4, 2, 4));
     }
 
     #[test]

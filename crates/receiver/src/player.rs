@@ -584,12 +584,17 @@ impl Pipeline {
                 Popped::Frame {
                     payload,
                     timestamp_us,
+                    stood_in,
                     ..
                 } => {
                     if let Some(r) = self.recorder.as_mut() {
                         r.write(&payload)?;
                     }
                     self.frames_out += (payload.len() / self.info.bytes_per_frame()) as u64;
+                    if stood_in {
+                        // A stall's fill already played in its turn (see `Popped::Frame`).
+                        continue;
+                    }
                     if let Some(ts) = timestamp_us {
                         let device =
                             self.shared.device_delay_ns.load(Ordering::Relaxed) as f64 / 1e9;
