@@ -7,12 +7,13 @@
 //! form: in order, no loss) into the player's [`Playout`] (jitter buffer, adaptive target, level
 //! controller), with the player's defaults (`play --late conceal`: the adaptive target from
 //! 10 ms, late frames bridged for 40 ms). A null output takes one period at a time, as `play
-//! --out`'s null clock does (a frame, at most 10 ms), and the feeding rules are the player's
-//! (`crates/receiver/src/player.rs`, `fill`): frames go to the output as they come; a missing
-//! one is given up only when the queue cannot cover the next callback and that callback is
-//! under [`FEED_SLACK`] away; the target's floor is one callback and [`OUTPUT_MARGIN`] (two
-//! callbacks for the first 2 s), and the start waits for two callbacks of audio. One clock, no
-//! drift; time moves in 0.25 ms steps.
+//! --out`'s null clock does ([`null_period`]), and the feeding rules are the player's own
+//! functions: frames go to the output as they come; a missing one is given up only when the
+//! queue cannot cover the next callback and that callback is about due ([`must_give_up`]); the
+//! target's floor is one callback and [`OUTPUT_MARGIN`], two for the first 2 s
+//! ([`target_floor`]); the start waits for two callbacks of audio ([`start_level`]). The
+//! player's margin widening after underruns is left out. One clock, no drift; time moves in
+//! 0.25 ms steps.
 //!
 //! Latency is the end-to-end bench's: from the instant a frame was due to be sent to the
 //! instant its first sample leaves the null output. Each cell runs `RUNS` seeds of `SECONDS`.
@@ -29,7 +30,8 @@ use audiowire_netsim::{Link, Profile};
 use audiowire_protocol::{Audio, Codec, SampleFormat, StreamInfo};
 use audiowire_receiver::jitter::{Popped, TargetPolicy};
 use audiowire_receiver::player::{
-    BRIDGE, DEFAULT_LATENCY, DEFAULT_LATENCY_MAX, DEFAULT_LATENCY_MIN, FEED_SLACK, OUTPUT_MARGIN,
+    BRIDGE, DEFAULT_LATENCY, DEFAULT_LATENCY_MAX, DEFAULT_LATENCY_MIN, OUTPUT_MARGIN, START_WINDOW,
+    must_give_up, null_period, start_level, target_floor,
 };
 use audiowire_receiver::playout::Playout;
 
@@ -38,9 +40,6 @@ const RUNS: u64 = 30;
 const SECONDS: f64 = 20.0;
 /// Virtual time moves in steps of this many seconds.
 const TICK: f64 = 0.000_25;
-/// The first seconds of playback, when the target is still learning (the player's
-/// `START_WINDOW`, and the bench's "after 2 s").
-const START_WINDOW: f64 = 2.0;
 
 /// What one run measured.
 struct Run {
@@ -71,8 +70,8 @@ fn run(profile: Profile, tcp: bool, frame_ms: f64, seed: u64) -> Run {
     let config = profile.config().with_seed(seed);
     let config = if tcp { config.for_stream() } else { config };
     let mut link: Link<Vec<u8>> = Link::new(config).unwrap();
-    let period = frame.clamp(0.001, 0.010);
-    playout.set_start_level(Duration::from_secs_f64(2.0 * period));
+    let period = null_period(frame);
+    playout.set_start_level(Duration::from_secs_f64(start_level(period)));
 
     let mut sent = 0u64;
     let mut delays = Vec::new();
@@ -105,16 +104,16 @@ fn run(profile: Profile, tcp: bool, frame_ms: f64, seed: u64) -> Run {
         }
         if let Some(first) = first_callback
             && underruns_at_2s.is_none()
-            && now - first >= START_WINDOW
+            && now - first >= START_WINDOW.as_secs_f64()
         {
             underruns_at_2s = Some(playout.stats().jitter.underruns);
         }
         // The feeding thread.
-        let callbacks = if underruns_at_2s.is_none() { 2.0 } else { 1.0 };
-        playout.set_floor(at(callbacks * period + OUTPUT_MARGIN));
+        let starting = underruns_at_2s.is_none();
+        playout.set_floor(at(target_floor(period, OUTPUT_MARGIN, starting)));
         for _ in 0..1_000 {
             let until = first_callback.map_or(0.0, |_| next_callback - now);
-            let urgent = queued < period && until < FEED_SLACK;
+            let urgent = must_give_up(queued, until, period);
             let downstream = until + queued;
             match playout.next_when(at(now), downstream, urgent) {
                 // As the player: a frame a stall's fill stood in for is not played again.

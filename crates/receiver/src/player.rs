@@ -39,7 +39,7 @@ pub const DEFAULT_LATENCY: Duration = Duration::from_millis(10);
 /// callback plus [`OUTPUT_MARGIN`]).
 pub const DEFAULT_LATENCY_MIN: Duration = Duration::from_millis(1);
 /// How long after the output starts its floor is two callbacks rather than one.
-const START_WINDOW: Duration = Duration::from_secs(2);
+pub const START_WINDOW: Duration = Duration::from_secs(2);
 /// What an adaptive target keeps above the output's callback at least, in seconds.
 pub const OUTPUT_MARGIN: f64 = 0.001;
 /// ... and at most, after underruns.
@@ -57,6 +57,34 @@ pub const FEED_SLACK: f64 = 0.001;
 pub const BRIDGE: Duration = Duration::from_millis(40);
 /// The default highest adaptive target.
 pub const DEFAULT_LATENCY_MAX: Duration = Duration::from_secs(1);
+
+// The feeding thread's rules, in seconds, pure so that the virtual-time bench
+// (`benches/benches/playout.rs`) drives the playout core by the same ones.
+
+/// The null output's period (`--out` without a device) for frames of `frame` seconds: a frame
+/// at a time, between 1 and 10 ms, so it holds back no more than the stream's own granularity.
+pub fn null_period(frame: f64) -> f64 {
+    frame.clamp(0.001, 0.010)
+}
+
+/// The lowest adaptive target an output with `callback`-second callbacks allows: one callback
+/// and `margin`, two callbacks while it is `starting` (its first [`START_WINDOW`]).
+pub fn target_floor(callback: f64, margin: f64, starting: bool) -> f64 {
+    let periods = if starting { 2.0 } else { 1.0 };
+    periods * callback + margin
+}
+
+/// The audio the start waits for besides the target: two callbacks (the first takes a whole
+/// period at once, and the next frame comes a frame after the pre-roll burst).
+pub fn start_level(callback: f64) -> f64 {
+    2.0 * callback
+}
+
+/// Whether a missing frame must be given up now (concealed, or the buffer stalls): the `queued`
+/// audio cannot cover the next callback, which is under [`FEED_SLACK`] away (`until`).
+pub fn must_give_up(queued: f64, until: f64, callback: f64) -> bool {
+    queued < callback && until < FEED_SLACK
+}
 
 /// The first wait before reconnecting; it doubles on each failure.
 const RECONNECT_FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -418,7 +446,7 @@ impl Pipeline {
         let frame = f64::from(info.samples_per_frame) / f64::from(info.sample_rate);
         let period = match chosen {
             Some(_) => config.period,
-            None => Duration::from_secs_f64(frame.clamp(0.001, 0.010)),
+            None => Duration::from_secs_f64(null_period(frame)),
         };
         let (device, null, description) = match chosen {
             Some(c) => {
@@ -556,18 +584,20 @@ impl Pipeline {
         let starting = self
             .started_at
             .is_none_or(|t| now.saturating_sub(t) < START_WINDOW);
-        let periods = if starting { 2.0 } else { 1.0 };
         self.adapt_margin(now);
         // Only a callback a device made says how large they are: a guess would raise the
         // target, which then takes seconds to come down. The null clock's period is its own,
         // known before its first callback (which waits for playback to start).
         if self.null.is_some() || self.shared.callback_samples.load(Ordering::Relaxed) > 0 {
-            self.playout
-                .set_floor(Duration::from_secs_f64(periods * callback + self.margin));
+            self.playout.set_floor(Duration::from_secs_f64(target_floor(
+                callback,
+                self.margin,
+                starting,
+            )));
         }
         if self.started_at.is_none() {
             self.playout
-                .set_start_level(Duration::from_secs_f64(2.0 * callback));
+                .set_start_level(Duration::from_secs_f64(start_level(callback)));
         }
         let frame = f64::from(self.info.samples_per_frame) / f64::from(self.info.sample_rate);
         // Bounded: each pass hands out a frame or stops.
@@ -579,7 +609,7 @@ impl Pipeline {
             let until = self.shared.until_next_callback(callback);
             let ring = self.ring();
             let downstream = until + ring;
-            let urgent = ring < callback && until < FEED_SLACK;
+            let urgent = must_give_up(ring, until, callback);
             match self.playout.next_when(now, downstream, urgent) {
                 Popped::Frame {
                     payload,
