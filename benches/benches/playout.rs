@@ -6,12 +6,13 @@
 //! ([`audiowire_netsim::Link`], the relay's own seeded model and profiles; over TCP its stream
 //! form: in order, no loss) into the player's [`Playout`] (jitter buffer, adaptive target, level
 //! controller), with the player's defaults (`play --late conceal`: the adaptive target from
-//! 10 ms, late frames bridged for 40 ms). A null output takes one period at a time, as `play
-//! --out`'s null clock does ([`null_period`]), and the feeding rules are the player's own
+//! 10 ms, late frames bridged for 40 ms). A null output takes a frame at a time, each at its
+//! turn, as `play --out`'s null clock does, and the feeding rules are the player's own
 //! functions: frames go to the output as they come; a missing one is given up only when the
 //! queue cannot cover the next callback and that callback is about due ([`must_give_up`]); the
-//! target's floor is one callback and [`OUTPUT_MARGIN`], two for the first 2 s
-//! ([`target_floor`]); the start waits for two callbacks of audio ([`start_level`]). The
+//! target keeps the feeding slack and [`OUTPUT_MARGIN`] above the quantile, and that is its
+//! floor ([`null_margin`]); the start waits for a frame more than the target
+//! ([`null_start_level`]). The
 //! player's margin widening after underruns is left out. One clock, no drift; time moves in
 //! 0.25 ms steps.
 //!
@@ -31,7 +32,7 @@ use audiowire_protocol::{Audio, Codec, SampleFormat, StreamInfo};
 use audiowire_receiver::jitter::{Popped, TargetPolicy};
 use audiowire_receiver::player::{
     BRIDGE, DEFAULT_LATENCY, DEFAULT_LATENCY_MAX, DEFAULT_LATENCY_MIN, OUTPUT_MARGIN, START_WINDOW,
-    must_give_up, null_period, start_level, target_floor,
+    must_give_up, null_margin, null_start_level,
 };
 use audiowire_receiver::playout::Playout;
 
@@ -70,8 +71,15 @@ fn run(profile: Profile, tcp: bool, frame_ms: f64, seed: u64) -> Run {
     let config = profile.config().with_seed(seed);
     let config = if tcp { config.for_stream() } else { config };
     let mut link: Link<Vec<u8>> = Link::new(config).unwrap();
-    let period = null_period(frame);
-    playout.set_start_level(Duration::from_secs_f64(start_level(period)));
+    // The null output's rules: its target keeps `null_margin` above the quantile, and that is
+    // also its floor; the start waits for a frame more than the target.
+    let margin = Duration::from_secs_f64(null_margin(OUTPUT_MARGIN));
+    playout.set_margin(margin);
+    playout.set_floor(margin);
+    playout.set_start_level(Duration::from_secs_f64(null_start_level(
+        frame,
+        playout.stats().target,
+    )));
 
     let mut sent = 0u64;
     let mut delays = Vec::new();
@@ -108,12 +116,11 @@ fn run(profile: Profile, tcp: bool, frame_ms: f64, seed: u64) -> Run {
         {
             underruns_at_2s = Some(playout.stats().jitter.underruns);
         }
-        // The feeding thread.
-        let starting = underruns_at_2s.is_none();
-        playout.set_floor(at(target_floor(period, OUTPUT_MARGIN, starting)));
+        // The feeding thread. (The output takes whole samples, this model f64 seconds: a queue
+        // of exactly a frame must not read as less.)
         for _ in 0..1_000 {
             let until = first_callback.map_or(0.0, |_| next_callback - now);
-            let urgent = must_give_up(queued, until, period);
+            let urgent = must_give_up(queued + 1e-9, until, frame);
             let downstream = until + queued;
             match playout.next_when(at(now), downstream, urgent) {
                 // As the player: a frame a stall's fill stood in for is not played again.
@@ -124,20 +131,21 @@ fn run(profile: Profile, tcp: bool, frame_ms: f64, seed: u64) -> Run {
                     if arrival.is_some() {
                         latencies.push(now + downstream - position as f64 / f64::from(RATE));
                     }
-                    queued += frame * playout.ratio();
+                    queued += frame;
                 }
-                Popped::Stall { .. } => queued += frame * playout.ratio(),
+                Popped::Stall { .. } => queued += frame,
                 Popped::Waiting | Popped::Ended => break,
             }
         }
-        // The output starts with the first audio queued, then takes a period each period.
+        // The output starts with the first audio queued, then takes a frame at a time, each
+        // callback `ratio` times a frame after the last (as the null clock resamples).
         if first_callback.is_none() && queued > 0.0 {
             first_callback = Some(now);
             next_callback = now;
         }
         if first_callback.is_some() && now >= next_callback {
-            next_callback += period;
-            queued = (queued - period).max(0.0);
+            next_callback += frame * playout.ratio();
+            queued = (queued - frame).max(0.0);
         }
     }
     let stats = playout.stats().jitter;

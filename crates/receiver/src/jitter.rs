@@ -202,6 +202,9 @@ pub struct JitterBuffer {
     /// The least audio, in seconds, the start waits for besides the target (see
     /// [`JitterBuffer::set_start_level`]).
     start_level: f64,
+    /// What the target keeps above the quantile, in seconds, when the output says (see
+    /// [`JitterBuffer::set_margin`]); else half a frame and 2 ms.
+    margin: Option<f64>,
     /// The last quantile taken: when, the mean transit then, and the quantile above it.
     quantile: Option<(Duration, f64, f64)>,
     /// Scratch space for taking it.
@@ -257,6 +260,7 @@ impl JitterBuffer {
             stats: JitterStats::default(),
             floor: 0.0,
             start_level: 0.0,
+            margin: None,
             quantile: None,
             scratch: Vec::new(),
         }
@@ -416,6 +420,15 @@ impl JitterBuffer {
         }
     }
 
+    /// Sets what the target keeps above the quantile of relative delay. By default half a
+    /// frame and 2 ms, for an output whose callbacks fall anywhere against the frames, so that
+    /// a frame may be wanted up to a callback before its first sample plays. An output that
+    /// takes the stream frame by frame, each at its turn (the null clock), wants a frame only
+    /// the feeding slack before it plays: that slack and a margin are enough.
+    pub fn set_margin(&mut self, margin: Duration) {
+        self.margin = Some(margin.as_secs_f64());
+    }
+
     /// Recomputes the target from the transit window. The target is the mean time a frame waits
     /// from arrival to playout; a frame that arrives `x` later than the mean waits `x` less. So
     /// the target covers the policy's quantile of relative delay above its mean, plus half a
@@ -463,7 +476,8 @@ impl JitterBuffer {
                 .last_loss
                 .is_some_and(|t| now.saturating_sub(t) < self.policy.window);
         let fec = if self.fec_wanted { frame } else { 0.0 };
-        let wanted = ((q.max(0.0) + frame / 2.0 + 0.002).max(self.floor) + fec)
+        let margin = self.margin.unwrap_or(frame / 2.0 + 0.002);
+        let wanted = ((q.max(0.0) + margin).max(self.floor) + fec)
             .clamp(self.policy.min.as_secs_f64(), self.policy.max.as_secs_f64());
         let dt = self
             .last_target_update
@@ -840,6 +854,33 @@ mod tests {
             fell >= ms(6) && fell <= ms(12),
             "fell {fell:?} from {rough:?}"
         );
+    }
+
+    #[test]
+    fn an_output_taking_frames_at_their_turn_keeps_only_its_margin_above_the_quantile() {
+        // Every 5th 10 ms frame 8 ms late: transit averages 1.6 ms above the rest, and the
+        // 98th percentile lies 6.4 ms above that mean.
+        let targets: Vec<f64> = [None, Some(ms(2))]
+            .into_iter()
+            .map(|margin| {
+                let mut jb =
+                    JitterBuffer::new(info(), TargetPolicy::adaptive(ms(1), ms(1), ms(500)));
+                if let Some(m) = margin {
+                    jb.set_margin(m);
+                }
+                for seq in 0..300 {
+                    let late = if seq % 5 == 0 { 8 } else { 0 };
+                    jb.push(frame(seq), ms(seq * 10 + 5 + late));
+                    let _ = jb.pop();
+                }
+                jb.target().as_secs_f64() * 1e3
+            })
+            .collect();
+        // With the null clock's margin, that margin alone above it (8.4 ms, less a few µs as
+        // the late frames' share of the window is not exactly a fifth); by default half a frame
+        // and 2 ms (a device's callbacks fall anywhere in a frame): 5 ms more.
+        assert!((targets[1] - 8.4).abs() < 0.05, "{targets:?}");
+        assert!((targets[0] - targets[1] - 5.0).abs() < 1e-6, "{targets:?}");
     }
 
     #[test]

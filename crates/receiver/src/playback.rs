@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ringbuf::HeapCons;
-use ringbuf::traits::Consumer;
+use ringbuf::traits::{Consumer, Observer};
 
 /// State shared between the feeding thread and the output, all atomics.
 #[derive(Debug, Default)]
@@ -43,6 +43,9 @@ pub struct Shared {
     /// When the last callback began, in ns since `epoch` (0: none yet): with the callback's
     /// size, when the next one is due.
     pub last_callback_ns: AtomicU64,
+    /// When the next callback is due, in ns since `epoch`, for an output that knows (the null
+    /// clock, whose periods vary); 0: a period after the last.
+    pub next_callback_ns: AtomicU64,
     /// The instant `last_callback_ns` counts from.
     pub epoch: Option<Instant>,
 }
@@ -69,14 +72,28 @@ impl Shared {
         }
     }
 
-    /// Seconds until the next callback is due, given that callbacks come every `period`
-    /// seconds: 0 when none came yet or the next is overdue.
+    /// Notes when the next callback is due (an output whose periods vary).
+    pub fn set_next_callback(&self, due: Instant) {
+        if let Some(epoch) = self.epoch {
+            let ns = due.saturating_duration_since(epoch).as_nanos().max(1) as u64;
+            self.next_callback_ns.store(ns, Ordering::Relaxed);
+        }
+    }
+
+    /// Seconds until the next callback is due: when the output said, else `period` seconds
+    /// after the last; 0 when none came yet or the next is overdue.
     pub fn until_next_callback(&self, period: f64) -> f64 {
         let last = self.last_callback_ns.load(Ordering::Relaxed);
+        let next = self.next_callback_ns.load(Ordering::Relaxed);
         match self.epoch {
             Some(epoch) if last > 0 => {
-                let since = epoch.elapsed().as_nanos() as f64 / 1e9 - last as f64 / 1e9;
-                (period - since).clamp(0.0, period)
+                let now = epoch.elapsed().as_nanos() as f64 / 1e9;
+                let until = if next > 0 {
+                    next as f64 / 1e9 - now
+                } else {
+                    period - (now - last as f64 / 1e9)
+                };
+                until.clamp(0.0, period)
             }
             _ => 0.0,
         }
@@ -109,10 +126,14 @@ pub fn render(cons: &mut HeapCons<f32>, out: &mut [f32], shared: &Shared) {
 }
 
 /// A real-time clock that consumes the ring as a sound card would, for when there is no device
-/// (`--out` alone): one period every `period`, on absolute deadlines, from the instant playback
-/// starts ([`Shared::started`], then [`NullClock::go`]): its first period takes the first audio
-/// queued, as a sound card's would if it opened just then. A clock that ran from before the
-/// audio came started the stream up to a period late, at a phase that changed from run to run.
+/// (`--out` alone): one stream frame per callback, each when its turn comes, from the instant
+/// playback starts ([`Shared::started`], then [`NullClock::go`]). Its callbacks fall on the
+/// frames' first samples, so a frame is wanted only when it is due to play (less the feeding
+/// thread's slack), never a callback early as with a device whose periods fall anywhere in a
+/// frame. The first callback takes what the ring holds beyond whole frames, if anything (what a
+/// decoder dropped from the first frame, Opus's pre-skip), so that the rest stay in phase. It
+/// applies the resampling ratio by stretching its periods (`ratio` times as long), not by
+/// taking more or fewer samples, which would slide the callbacks off the frames.
 #[derive(Debug)]
 pub struct NullClock {
     stop: Arc<AtomicBool>,
@@ -120,14 +141,14 @@ pub struct NullClock {
 }
 
 impl NullClock {
-    /// Starts consuming `rate` sample frames of `channels` samples per second, one `period` at
-    /// a time (fractions carried over, so the clock is exact).
+    /// Starts consuming `frame` sample frames of `channels` samples a callback, at `rate`
+    /// sample frames per second.
     pub fn start(
         mut cons: HeapCons<f32>,
         shared: Arc<Shared>,
         rate: u32,
         channels: u16,
-        period: Duration,
+        frame: u32,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
@@ -135,24 +156,28 @@ impl NullClock {
             .name("null output".into())
             .spawn(move || {
                 let ch = usize::from(channels.max(1));
-                let per = f64::from(rate) * period.as_secs_f64();
-                let mut buf = vec![0.0f32; (per as usize + 1) * 2 * ch];
+                let per = frame.max(1) as usize * ch;
+                let mut buf = vec![0.0f32; per];
                 // Bounded: `go` wakes it, the timeout only rechecks the flags.
                 while !shared.started.load(Ordering::Acquire) && !stop2.load(Ordering::Relaxed) {
                     thread::park_timeout(Duration::from_millis(20));
                 }
                 let start = Instant::now();
-                let mut k: u32 = 0;
-                let mut owed = 0.0f64;
+                let mut played = 0.0f64;
+                let mut first = true;
                 while !stop2.load(Ordering::Relaxed) {
-                    // A device resampling by `ratio` takes `1 / ratio` as many input samples.
-                    owed += per / shared.ratio();
-                    let frames = (owed as usize).min(buf.len() / ch);
-                    owed -= frames as f64;
-                    shared.begin_callback(frames * ch);
-                    render(&mut cons, &mut buf[..frames * ch], &shared);
-                    k = k.wrapping_add(1);
-                    let due = start + period * k;
+                    let take = if first {
+                        first_take(cons.occupied_len(), per)
+                    } else {
+                        per
+                    };
+                    first = false;
+                    // A device resampling by `ratio` plays `ratio` times as long.
+                    played += (take / ch) as f64 / f64::from(rate) * shared.ratio();
+                    let due = start + Duration::from_secs_f64(played);
+                    shared.set_next_callback(due);
+                    shared.begin_callback(take);
+                    render(&mut cons, &mut buf[..take], &shared);
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         thread::sleep(wait);
                     }
@@ -169,6 +194,16 @@ impl NullClock {
         if let Some(t) = &self.thread {
             t.thread().unpark();
         }
+    }
+}
+
+/// What the null clock's first callback takes of the `occupied` samples queued when playback
+/// starts, callbacks being `per` samples: what lies beyond whole frames, so that the callbacks
+/// after it fall on the frames' first samples; a whole callback if nothing does.
+fn first_take(occupied: usize, per: usize) -> usize {
+    match occupied % per {
+        0 => per,
+        part => part,
     }
 }
 
@@ -213,14 +248,7 @@ mod tests {
         let (mut prod, cons) = HeapRb::<f32>::new(4096).split();
         prod.push_slice(&[0.25; 1024]);
         let shared = Shared::new();
-        let clock = NullClock::start(
-            cons,
-            Arc::clone(&shared),
-            48_000,
-            2,
-            Duration::from_millis(1),
-        )
-        .unwrap();
+        let clock = NullClock::start(cons, Arc::clone(&shared), 48_000, 2, 48).unwrap();
         // The stimulus: 30 periods with playback not started (not a synchronisation). A clock
         // that ran would have made 30 callbacks.
         thread::sleep(Duration::from_millis(30));
@@ -232,9 +260,20 @@ mod tests {
         while shared.played_samples.load(Ordering::Relaxed) < 1024 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(1));
         }
-        // From its first period on it takes 96 samples (1 ms of 48 kHz stereo) a period.
+        // It takes a frame, 96 samples (1 ms of 48 kHz stereo), a callback; its first took
+        // the 64 beyond whole frames.
         assert_eq!(shared.played_samples.load(Ordering::Relaxed), 1024);
         assert_eq!(shared.callback_samples.load(Ordering::Relaxed), 96);
+    }
+
+    #[test]
+    fn the_first_callback_takes_what_lies_beyond_whole_frames() {
+        // Opus at 48 kHz stereo, 2.5 ms frames (240 samples), the 312-sample-frame pre-skip
+        // dropped from the first three frames: 10 frames queue 2400 - 624 samples.
+        assert_eq!(first_take(2400 - 624, 240), 96);
+        assert_eq!(first_take(2400 - 624 - 96, 240), 240);
+        assert_eq!(first_take(960, 240), 240);
+        assert_eq!(first_take(0, 240), 240);
     }
 
     #[test]

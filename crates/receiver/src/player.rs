@@ -61,10 +61,21 @@ pub const DEFAULT_LATENCY_MAX: Duration = Duration::from_secs(1);
 // The feeding thread's rules, in seconds, pure so that the virtual-time bench
 // (`benches/benches/playout.rs`) drives the playout core by the same ones.
 
-/// The null output's period (`--out` without a device) for frames of `frame` seconds: a frame
-/// at a time, between 1 and 10 ms, so it holds back no more than the stream's own granularity.
-pub fn null_period(frame: f64) -> f64 {
-    frame.clamp(0.001, 0.010)
+/// What the adaptive target keeps above the quantile of relative delay, and its floor, with the
+/// null output (`--out` without a device), given the `margin` over the output: its callbacks
+/// take the stream a frame at a time, each as its turn comes
+/// ([`crate::playback::NullClock`]), so a frame is wanted only the feeding slack
+/// ([`FEED_SLACK`]) before its first sample plays, not up to a callback earlier as with a
+/// device whose periods fall anywhere in a frame.
+pub fn null_margin(margin: f64) -> f64 {
+    FEED_SLACK + margin
+}
+
+/// The audio the start waits for with the null output: a frame more than the `target` (its
+/// first callback takes the first frame at once, and the frame after the pre-roll burst comes a
+/// frame later), so the frames after the start wait about the target, as it wants.
+pub fn null_start_level(frame: f64, target: f64) -> f64 {
+    frame + target
 }
 
 /// The lowest adaptive target an output with `callback`-second callbacks allows: one callback
@@ -441,12 +452,11 @@ impl Pipeline {
         let capacity = (per_sec * (config.latency_max.as_secs_f64() + 1.0)) as usize;
         let (prod, cons) = HeapRb::<f32>::new(capacity).split();
         let shared = Shared::new();
-        // A recording has no device: the null clock takes a frame at a time (at most 10 ms),
-        // so it holds back no more than the stream's own granularity.
+        // A recording has no device: the null clock takes a frame at a time, each at its turn.
         let frame = f64::from(info.samples_per_frame) / f64::from(info.sample_rate);
         let period = match chosen {
             Some(_) => config.period,
-            None => Duration::from_secs_f64(null_period(frame)),
+            None => Duration::from_secs_f64(frame),
         };
         let (device, null, description) = match chosen {
             Some(c) => {
@@ -465,9 +475,14 @@ impl Pipeline {
                 (Some(c.start(cons, Arc::clone(&shared))?), None, desc)
             }
             None => {
-                let clock =
-                    NullClock::start(cons, Arc::clone(&shared), out_rate, out_channels, period)
-                        .map_err(|e| Error::Device(format!("cannot start the null output: {e}")))?;
+                let clock = NullClock::start(
+                    cons,
+                    Arc::clone(&shared),
+                    out_rate,
+                    out_channels,
+                    info.samples_per_frame,
+                )
+                .map_err(|e| Error::Device(format!("cannot start the null output: {e}")))?;
                 (None, Some(clock), "no device".to_string())
             }
         };
@@ -569,10 +584,11 @@ impl Pipeline {
     /// audio sits in the ring, where a busy machine delaying this thread cannot starve the
     /// device. A missing frame is waited for as long as the ring can still cover the output's
     /// next callback: only when it cannot, and that callback is less than [`FEED_SLACK`] away,
-    /// is the frame concealed, or the buffer stalls. The adaptive target never falls below one
-    /// callback (two while the output starts) plus a margin ([`OUTPUT_MARGIN`], widened after
-    /// underruns), so whatever the phase of the arrivals against the callbacks, the ring covers
-    /// the next one.
+    /// is the frame concealed, or the buffer stalls. With a device the adaptive target never
+    /// falls below one callback (two while the output starts) plus a margin ([`OUTPUT_MARGIN`],
+    /// widened after underruns), so whatever the phase of the arrivals against the callbacks,
+    /// the ring covers the next one; the null clock's callbacks fall on the frames, so there
+    /// the feeding slack and the margin are enough ([`null_margin`]).
     fn fill(&mut self, now: Duration) -> Result<()> {
         let callback = self.callback();
         // While the output starts, the floor is two callbacks: a device may take its whole
@@ -585,10 +601,15 @@ impl Pipeline {
             .started_at
             .is_none_or(|t| now.saturating_sub(t) < START_WINDOW);
         self.adapt_margin(now);
-        // Only a callback a device made says how large they are: a guess would raise the
-        // target, which then takes seconds to come down. The null clock's period is its own,
-        // known before its first callback (which waits for playback to start).
-        if self.null.is_some() || self.shared.callback_samples.load(Ordering::Relaxed) > 0 {
+        let frame = f64::from(self.info.samples_per_frame) / f64::from(self.info.sample_rate);
+        if self.null.is_some() {
+            // The null clock takes each frame at its turn (see `null_margin`).
+            let margin = Duration::from_secs_f64(null_margin(self.margin));
+            self.playout.set_floor(margin);
+            self.playout.set_margin(margin);
+        } else if self.shared.callback_samples.load(Ordering::Relaxed) > 0 {
+            // Only a callback a device made says how large they are: a guess would raise the
+            // target, which then takes seconds to come down.
             self.playout.set_floor(Duration::from_secs_f64(target_floor(
                 callback,
                 self.margin,
@@ -596,10 +617,13 @@ impl Pipeline {
             )));
         }
         if self.started_at.is_none() {
-            self.playout
-                .set_start_level(Duration::from_secs_f64(start_level(callback)));
+            let level = if self.null.is_some() {
+                null_start_level(frame, self.playout.stats().target)
+            } else {
+                start_level(callback)
+            };
+            self.playout.set_start_level(Duration::from_secs_f64(level));
         }
-        let frame = f64::from(self.info.samples_per_frame) / f64::from(self.info.sample_rate);
         // Bounded: each pass hands out a frame or stops.
         for _ in 0..10_000 {
             let room = self.prod.vacant_len() as f64 / self.per_sec;

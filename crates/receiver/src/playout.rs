@@ -166,6 +166,11 @@ impl Playout {
         self.jitter.set_floor(floor);
     }
 
+    /// What the target keeps above the quantile (see [`JitterBuffer::set_margin`]).
+    pub fn set_margin(&mut self, margin: Duration) {
+        self.jitter.set_margin(margin);
+    }
+
     /// The least audio the start waits for (see [`JitterBuffer::set_start_level`]).
     pub fn set_start_level(&mut self, level: Duration) {
         self.jitter.set_start_level(level);
