@@ -10,9 +10,9 @@
 //! turn, as `play --out`'s null clock does, and the feeding rules are the player's own
 //! functions: frames go to the output as they come; a missing one is given up only when the
 //! queue cannot cover the next callback and that callback is about due ([`must_give_up`]); the
-//! target keeps the feeding slack and [`OUTPUT_MARGIN`] above the quantile, and that is its
-//! floor ([`null_margin`]); the start waits for a frame more than the target
-//! ([`null_start_level`]). The
+//! target keeps the feeding slack and [`OUTPUT_MARGIN`] above the quantile ([`null_margin`]),
+//! and that is its floor, a frame more (at most 10 ms) for the first 2 s ([`null_floor`]); the
+//! start waits for a frame more than the target ([`null_start_level`]). The
 //! player's margin widening after underruns is left out. One clock, no drift; time moves in
 //! 0.25 ms steps.
 //!
@@ -32,7 +32,7 @@ use audiowire_protocol::{Audio, Codec, SampleFormat, StreamInfo};
 use audiowire_receiver::jitter::{Popped, TargetPolicy};
 use audiowire_receiver::player::{
     BRIDGE, DEFAULT_LATENCY, DEFAULT_LATENCY_MAX, DEFAULT_LATENCY_MIN, OUTPUT_MARGIN, START_WINDOW,
-    must_give_up, null_margin, null_start_level,
+    must_give_up, null_floor, null_margin, null_start_level,
 };
 use audiowire_receiver::playout::Playout;
 
@@ -71,15 +71,10 @@ fn run(profile: Profile, tcp: bool, frame_ms: f64, seed: u64) -> Run {
     let config = profile.config().with_seed(seed);
     let config = if tcp { config.for_stream() } else { config };
     let mut link: Link<Vec<u8>> = Link::new(config).unwrap();
-    // The null output's rules: its target keeps `null_margin` above the quantile, and that is
-    // also its floor; the start waits for a frame more than the target.
-    let margin = Duration::from_secs_f64(null_margin(OUTPUT_MARGIN));
-    playout.set_margin(margin);
-    playout.set_floor(margin);
-    playout.set_start_level(Duration::from_secs_f64(null_start_level(
-        frame,
-        playout.stats().target,
-    )));
+    // The null output's rules: its target keeps `null_margin` above the quantile; its floor
+    // (`null_floor`) and the start (a frame more than the target) are set as the feeding
+    // thread goes.
+    playout.set_margin(Duration::from_secs_f64(null_margin(OUTPUT_MARGIN, frame)));
 
     let mut sent = 0u64;
     let mut delays = Vec::new();
@@ -115,6 +110,14 @@ fn run(profile: Profile, tcp: bool, frame_ms: f64, seed: u64) -> Run {
             && now - first >= START_WINDOW.as_secs_f64()
         {
             underruns_at_2s = Some(playout.stats().jitter.underruns);
+        }
+        playout.set_floor(at(null_floor(
+            OUTPUT_MARGIN,
+            frame,
+            underruns_at_2s.is_none(),
+        )));
+        if first_callback.is_none() {
+            playout.set_start_level(at(null_start_level(frame, playout.stats().target)));
         }
         // The feeding thread. (The output takes whole samples, this model f64 seconds: a queue
         // of exactly a frame must not read as less.)

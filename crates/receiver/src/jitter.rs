@@ -401,8 +401,9 @@ impl JitterBuffer {
 
     /// Sets the least audio the start waits for, whatever the target: the output's first
     /// callback takes a whole period at once, and the frames after the pre-roll come at the
-    /// sender's pace, a frame after the burst, so the start needs two callbacks' worth (what
-    /// the decoder drops, Opus's pre-skip, not counted) not to run dry at the second.
+    /// sender's pace, a frame after the burst, so with a device the start needs two callbacks'
+    /// worth (what the decoder drops, Opus's pre-skip, not counted) not to run dry at the
+    /// second; with the null output, a frame more than the target.
     pub fn set_start_level(&mut self, level: Duration) {
         self.start_level = level.as_secs_f64();
     }

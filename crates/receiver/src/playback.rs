@@ -126,14 +126,14 @@ pub fn render(cons: &mut HeapCons<f32>, out: &mut [f32], shared: &Shared) {
 }
 
 /// A real-time clock that consumes the ring as a sound card would, for when there is no device
-/// (`--out` alone): one stream frame per callback, each when its turn comes, from the instant
-/// playback starts ([`Shared::started`], then [`NullClock::go`]). Its callbacks fall on the
-/// frames' first samples, so a frame is wanted only when it is due to play (less the feeding
-/// thread's slack), never a callback early as with a device whose periods fall anywhere in a
-/// frame. The first callback takes what the ring holds beyond whole frames, if anything (what a
-/// decoder dropped from the first frame, Opus's pre-skip), so that the rest stay in phase. It
-/// applies the resampling ratio by stretching its periods (`ratio` times as long), not by
-/// taking more or fewer samples, which would slide the callbacks off the frames.
+/// (`--out` alone): one stream frame per callback (a few, for frames under 1 ms), each when its
+/// turn comes, from the instant playback starts ([`Shared::started`], then [`NullClock::go`]).
+/// Its callbacks fall on the frames' first samples, so a frame is wanted only when it is due to
+/// play (less the feeding thread's slack), never a callback early as with a device whose periods
+/// fall anywhere in a frame. A callback that finds more queued than whole callbacks takes just
+/// that part (see `next_take`: Opus's pre-skip, a short frame), so that the frames after it stay
+/// in phase. It applies the resampling ratio by stretching its periods (`ratio` times as long),
+/// not by taking more or fewer samples, which would slide the callbacks off the frames.
 #[derive(Debug)]
 pub struct NullClock {
     stop: Arc<AtomicBool>,
@@ -141,8 +141,8 @@ pub struct NullClock {
 }
 
 impl NullClock {
-    /// Starts consuming `frame` sample frames of `channels` samples a callback, at `rate`
-    /// sample frames per second.
+    /// Starts consuming `frame` sample frames of `channels` samples a callback (see
+    /// [`crate::player::null_frames_per_callback`]), at `rate` sample frames per second.
     pub fn start(
         mut cons: HeapCons<f32>,
         shared: Arc<Shared>,
@@ -164,16 +164,14 @@ impl NullClock {
                 }
                 let start = Instant::now();
                 let mut played = 0.0f64;
-                let mut first = true;
                 while !stop2.load(Ordering::Relaxed) {
-                    let take = if first {
-                        first_take(cons.occupied_len(), per)
-                    } else {
-                        per
-                    };
-                    first = false;
-                    // A device resampling by `ratio` plays `ratio` times as long.
-                    played += (take / ch) as f64 / f64::from(rate) * shared.ratio();
+                    let take = next_take(cons.occupied_len(), per);
+                    // A device resampling by `ratio` plays `ratio` times as long (a ratio out
+                    // of the controller's ±0.5 % by far is no ratio: play at 1).
+                    let ratio = Some(shared.ratio())
+                        .filter(|r| (0.5..=2.0).contains(r))
+                        .unwrap_or(1.0);
+                    played += (take / ch) as f64 / f64::from(rate) * ratio;
                     let due = start + Duration::from_secs_f64(played);
                     shared.set_next_callback(due);
                     shared.begin_callback(take);
@@ -197,10 +195,12 @@ impl NullClock {
     }
 }
 
-/// What the null clock's first callback takes of the `occupied` samples queued when playback
-/// starts, callbacks being `per` samples: what lies beyond whole frames, so that the callbacks
-/// after it fall on the frames' first samples; a whole callback if nothing does.
-fn first_take(occupied: usize, per: usize) -> usize {
+/// What the null clock's next callback takes of the `occupied` samples queued, callbacks being
+/// `per` samples: what lies beyond whole callbacks, if anything, so that the frames queued
+/// after it start on a callback (the first callback takes what the decoder left of the first
+/// frames, less Opus's pre-skip; a later one, a short frame such as a looping file's last);
+/// else a whole callback. Frames are queued whole, so the queue's end is a frame's end.
+fn next_take(occupied: usize, per: usize) -> usize {
     match occupied % per {
         0 => per,
         part => part,
@@ -260,20 +260,25 @@ mod tests {
         while shared.played_samples.load(Ordering::Relaxed) < 1024 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(1));
         }
-        // It takes a frame, 96 samples (1 ms of 48 kHz stereo), a callback; its first took
-        // the 64 beyond whole frames.
+        // It takes a frame, 96 samples (1 ms of 48 kHz stereo), a callback (its first, the 64
+        // beyond whole frames: see the test below).
         assert_eq!(shared.played_samples.load(Ordering::Relaxed), 1024);
         assert_eq!(shared.callback_samples.load(Ordering::Relaxed), 96);
     }
 
     #[test]
-    fn the_first_callback_takes_what_lies_beyond_whole_frames() {
+    fn a_callback_takes_what_lies_beyond_whole_frames_so_the_next_frame_starts_on_one() {
         // Opus at 48 kHz stereo, 2.5 ms frames (240 samples), the 312-sample-frame pre-skip
-        // dropped from the first three frames: 10 frames queue 2400 - 624 samples.
-        assert_eq!(first_take(2400 - 624, 240), 96);
-        assert_eq!(first_take(2400 - 624 - 96, 240), 240);
-        assert_eq!(first_take(960, 240), 240);
-        assert_eq!(first_take(0, 240), 240);
+        // dropped from the first frames: 10 frames queue 2400 - 624 samples.
+        assert_eq!(next_take(2400 - 624, 240), 96);
+        assert_eq!(next_take(2400 - 624 - 96, 240), 240);
+        // A short frame of 100 samples queued behind two whole ones, mid-stream: the next
+        // callback takes 100 samples, and the frame queued next starts on the one after.
+        assert_eq!(next_take(580, 240), 100);
+        assert_eq!(next_take(480 + 240, 240), 240);
+        assert_eq!(next_take(960, 240), 240);
+        // Nothing queued (an underrun, or the end): a whole callback, padded with silence.
+        assert_eq!(next_take(0, 240), 240);
     }
 
     #[test]

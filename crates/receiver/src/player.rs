@@ -61,14 +61,33 @@ pub const DEFAULT_LATENCY_MAX: Duration = Duration::from_secs(1);
 // The feeding thread's rules, in seconds, pure so that the virtual-time bench
 // (`benches/benches/playout.rs`) drives the playout core by the same ones.
 
-/// What the adaptive target keeps above the quantile of relative delay, and its floor, with the
-/// null output (`--out` without a device), given the `margin` over the output: its callbacks
-/// take the stream a frame at a time, each as its turn comes
+/// How many frames of `frame` seconds the null output takes per callback: one, or for frames
+/// under 1 ms as many as make 1 ms (a clock waking 10,000 times a second would cost more than
+/// the stream).
+pub fn null_frames_per_callback(frame: f64) -> u32 {
+    (0.001 / frame - 1e-9).ceil().max(1.0) as u32
+}
+
+/// What the adaptive target keeps above the quantile of relative delay with the null output
+/// (`--out` without a device), given the `margin` over the output, for frames of `frame`
+/// seconds: its callbacks take the stream a frame at a time, each as its turn comes
 /// ([`crate::playback::NullClock`]), so a frame is wanted only the feeding slack
 /// ([`FEED_SLACK`]) before its first sample plays, not up to a callback earlier as with a
-/// device whose periods fall anywhere in a frame.
-pub fn null_margin(margin: f64) -> f64 {
-    FEED_SLACK + margin
+/// device whose periods fall anywhere in a frame (frames under 1 ms, taken a few at a time,
+/// up to that many less one earlier).
+pub fn null_margin(margin: f64, frame: f64) -> f64 {
+    FEED_SLACK + margin + f64::from(null_frames_per_callback(frame) - 1) * frame
+}
+
+/// The null output's floor for the adaptive target: [`null_margin`], and for the first
+/// [`START_WINDOW`] (`starting`), while the target still learns the network, a frame more, at
+/// most 10 ms, as a device's start floor is a callback more. Without it, one of three players
+/// and their sender on two cores stalled in 1 of 8 runs of `tests/udp.rs` (none in 10 with
+/// it); in virtual
+/// time it spares Wi-Fi at 10 ms frames its start stalls (18 in 30 runs over TCP, 32 over UDP,
+/// against 0 and 8).
+pub fn null_floor(margin: f64, frame: f64, starting: bool) -> f64 {
+    null_margin(margin, frame) + if starting { frame.min(0.010) } else { 0.0 }
 }
 
 /// The audio the start waits for with the null output: a frame more than the `target` (its
@@ -454,9 +473,10 @@ impl Pipeline {
         let shared = Shared::new();
         // A recording has no device: the null clock takes a frame at a time, each at its turn.
         let frame = f64::from(info.samples_per_frame) / f64::from(info.sample_rate);
+        let null_frames = null_frames_per_callback(frame);
         let period = match chosen {
             Some(_) => config.period,
-            None => Duration::from_secs_f64(frame),
+            None => Duration::from_secs_f64(frame * f64::from(null_frames)),
         };
         let (device, null, description) = match chosen {
             Some(c) => {
@@ -480,7 +500,7 @@ impl Pipeline {
                     Arc::clone(&shared),
                     out_rate,
                     out_channels,
-                    info.samples_per_frame,
+                    info.samples_per_frame * null_frames,
                 )
                 .map_err(|e| Error::Device(format!("cannot start the null output: {e}")))?;
                 (None, Some(clock), "no device".to_string())
@@ -591,12 +611,12 @@ impl Pipeline {
     /// the feeding slack and the margin are enough ([`null_margin`]).
     fn fill(&mut self, now: Duration) -> Result<()> {
         let callback = self.callback();
-        // While the output starts, the floor is two callbacks: a device may take its whole
-        // buffer (two periods or more) in quick callbacks, and for the null clock as for a
-        // device the frames after the pre-roll burst come a frame later, in phase with the
-        // callbacks, so one callback of margin is what keeps the start from stalling while the
-        // target still learns the network (with one, 2 of 6 runs of three UDP players and
-        // their sender on two cores stalled at the start).
+        // While the output starts, a device's floor is two callbacks: it may take its whole
+        // buffer (two periods or more) in quick callbacks, and the frames after the pre-roll
+        // burst come a frame later, in phase with the callbacks, so one callback of margin is
+        // what keeps the start from stalling while the target still learns the network (with
+        // one, 2 of 6 runs of three UDP players and their sender on two cores stalled at the
+        // start). The null output's floor is a frame higher then (see `null_floor`).
         let starting = self
             .started_at
             .is_none_or(|t| now.saturating_sub(t) < START_WINDOW);
@@ -604,9 +624,13 @@ impl Pipeline {
         let frame = f64::from(self.info.samples_per_frame) / f64::from(self.info.sample_rate);
         if self.null.is_some() {
             // The null clock takes each frame at its turn (see `null_margin`).
-            let margin = Duration::from_secs_f64(null_margin(self.margin));
-            self.playout.set_floor(margin);
-            self.playout.set_margin(margin);
+            self.playout
+                .set_margin(Duration::from_secs_f64(null_margin(self.margin, frame)));
+            self.playout.set_floor(Duration::from_secs_f64(null_floor(
+                self.margin,
+                frame,
+                starting,
+            )));
         } else if self.shared.callback_samples.load(Ordering::Relaxed) > 0 {
             // Only a callback a device made says how large they are: a guess would raise the
             // target, which then takes seconds to come down.
@@ -1124,6 +1148,24 @@ pub fn play(config: &PlayerConfig, shutdown: &AtomicBool) -> Result<Summary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_null_output_takes_a_frame_per_callback_and_keeps_2_ms_over_the_jitter() {
+        assert_eq!(null_frames_per_callback(0.020), 1);
+        assert_eq!(null_frames_per_callback(0.001), 1);
+        assert_eq!(null_frames_per_callback(0.0005), 2);
+        assert_eq!(null_frames_per_callback(0.0001), 10);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        // The feeding slack and the margin; 0.1 ms frames taken ten at a time, 0.9 ms more.
+        assert!(close(null_margin(OUTPUT_MARGIN, 0.010), 0.002));
+        assert!(close(null_margin(OUTPUT_MARGIN, 0.0001), 0.0029));
+        // The floor: that, and a frame more for the first 2 s, at most 10 ms.
+        assert!(close(null_floor(OUTPUT_MARGIN, 0.005, true), 0.007));
+        assert!(close(null_floor(OUTPUT_MARGIN, 0.020, true), 0.012));
+        assert!(close(null_floor(OUTPUT_MARGIN, 0.020, false), 0.002));
+        // The start: a frame more than the target.
+        assert!(close(null_start_level(0.010, 0.012), 0.022));
+    }
 
     #[test]
     fn late_frames_are_concealed_when_playing_and_waited_for_when_only_recording() {
