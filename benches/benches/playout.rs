@@ -117,7 +117,7 @@ fn run(profile: Profile, tcp: bool, frame_ms: f64, seed: u64) -> Run {
             underruns_at_2s.is_none(),
         )));
         if first_callback.is_none() {
-            playout.set_start_level(at(null_start_level(frame, playout.stats().target)));
+            playout.set_start_level(at(null_start_level(frame, playout.target().as_secs_f64())));
         }
         // The feeding thread. (The output takes whole samples, this model f64 seconds: a queue
         // of exactly a frame must not read as less.)

@@ -141,14 +141,15 @@ pub struct NullClock {
 }
 
 impl NullClock {
-    /// Starts consuming `frame` sample frames of `channels` samples a callback (see
-    /// [`crate::player::null_frames_per_callback`]), at `rate` sample frames per second.
+    /// Starts consuming `per_callback` sample frames of `channels` samples a callback (whole
+    /// stream frames: see [`crate::player::null_frames_per_callback`]), at `rate` sample frames
+    /// per second.
     pub fn start(
         mut cons: HeapCons<f32>,
         shared: Arc<Shared>,
         rate: u32,
         channels: u16,
-        frame: u32,
+        per_callback: u32,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
@@ -156,7 +157,7 @@ impl NullClock {
             .name("null output".into())
             .spawn(move || {
                 let ch = usize::from(channels.max(1));
-                let per = frame.max(1) as usize * ch;
+                let per = per_callback.max(1) as usize * ch;
                 let mut buf = vec![0.0f32; per];
                 // Bounded: `go` wakes it, the timeout only rechecks the flags.
                 while !shared.started.load(Ordering::Acquire) && !stop2.load(Ordering::Relaxed) {

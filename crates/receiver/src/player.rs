@@ -642,7 +642,7 @@ impl Pipeline {
         }
         if self.started_at.is_none() {
             let level = if self.null.is_some() {
-                null_start_level(frame, self.playout.stats().target)
+                null_start_level(frame, self.playout.target().as_secs_f64())
             } else {
                 start_level(callback)
             };
